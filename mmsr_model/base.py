@@ -1,0 +1,62 @@
+"""The one contract every model follows (after RecBole), so training, evaluation,
+inference and persistence never special-case a model.
+
+``prepare`` turns raw histories into a model-specific CPU batch (a graph batch
+for MMSR, a padded tensor for SASRec); ``batch_to`` moves it to a device;
+``forward`` returns one state per history; scores are dot products with the item
+embeddings. ``init_kwargs`` holds everything needed to rebuild the module
+(JSON-able values and numpy arrays) so ``persistence`` can save and load it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from mmsr_model.data import SequenceData, TargetSet
+
+
+class SequentialRecommender(nn.Module, ABC):
+    """Base class: next-item prediction over ``n_items`` items."""
+
+    #: registry name used by persistence (e.g. "mmsr", "sasrec")
+    name: str = ""
+
+    def __init__(self, n_items: int, max_len: int) -> None:
+        super().__init__()
+        self.n_items = n_items
+        self.max_len = max_len
+        self.init_kwargs: dict[str, Any] = {}
+
+    @abstractmethod
+    def prepare(self, histories: Sequence[np.ndarray]) -> Any:
+        """Build a CPU batch from item-id histories (each non-empty, chronological)."""
+
+    def prepare_samples(self, data: SequenceData, targets: TargetSet) -> Any:
+        """Build a batch for (user, position) samples; models may override to use caches."""
+        return self.prepare(data.histories(targets, self.max_len))
+
+    @abstractmethod
+    def batch_to(self, batch: Any, device: torch.device) -> Any:
+        """Move a batch from ``prepare`` to ``device``."""
+
+    @abstractmethod
+    def forward(self, batch: Any) -> torch.Tensor:
+        """One state per history, shape ``[B, d]``."""
+
+    @abstractmethod
+    def item_embeddings(self) -> torch.Tensor:
+        """Output embeddings of all items, shape ``[n_items, d]``."""
+
+    def full_sort_predict(self, batch: Any) -> torch.Tensor:
+        """Scores over all items, shape ``[B, n_items]``."""
+        return self.forward(batch) @ self.item_embeddings().T
+
+    def calculate_loss(self, batch: Any, targets: torch.Tensor) -> torch.Tensor:
+        """Full softmax cross-entropy over all items."""
+        return nn.functional.cross_entropy(self.full_sort_predict(batch).float(), targets)

@@ -1,0 +1,1 @@
+"""Baselines trained and evaluated in the same harness as MMSR."""

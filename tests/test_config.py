@@ -1,0 +1,24 @@
+from pathlib import Path
+
+from pipeline.config import load_settings
+
+
+def test_env_overrides_yaml_and_defaults(tmp_path: Path, monkeypatch) -> None:
+    cfg = tmp_path / "mmsr.yaml"
+    cfg.write_text("kcore: 3\ncodes_c: 12\nmodel:\n  hidden_size: 32\n")
+    monkeypatch.setenv("MMSR_CODES_C", "7")
+    monkeypatch.setenv("MMSR_MODEL__NUM_LAYERS", "2")
+    settings = load_settings(cfg)
+    assert settings.kcore == 3
+    assert settings.codes_c == 7
+    assert settings.model.hidden_size == 32
+    assert settings.model.num_layers == 2
+    assert settings.image_download is False  # set by the test fixture through MMSR_IMAGE_DOWNLOAD
+
+
+def test_everything_written_lives_under_home(mmsr_home: Path) -> None:
+    settings = load_settings()
+    assert settings.home == mmsr_home
+    for path in (settings.warehouse, settings.analytics_db, settings.cache_dir, settings.airflow_home):
+        assert mmsr_home in path.parents
+    assert str(mmsr_home.resolve()) in settings.tracking_uri
