@@ -1,0 +1,255 @@
+"""MMSR: item histories -> MSGraph -> HAN-GNN layers -> last-item state -> scores over all items.
+
+Item nodes share the output item embeddings (scores are dot products with them).
+Code nodes get trainable embeddings initialised from the modality's cluster centres,
+projected to ``hidden_size`` by a fixed seeded random projection (distance-preserving,
+so items that share a look or a description start close). With
+``modality_nodes="raw"`` every item gets one node per modality whose state is its
+feature vector through a trainable linear map.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from mmsr_model.base import SequentialRecommender
+from mmsr_model.data import MODALITIES, SequenceData, TargetSet
+from mmsr_model.graph import NODE_TYPES, GraphBatch, GraphCache, build_batch
+from mmsr_model.layers import HANLayer
+
+log = logging.getLogger(__name__)
+
+#: ModelSettings keys that configure training, not the network; accepted and ignored by from_data
+TRAINING_KEYS = frozenset(
+    {"lr", "weight_decay", "batch_size", "max_epochs", "patience", "eval_metric", "device"}
+)
+
+
+class MMSR(SequentialRecommender):
+    """The multimodal sequential recommender of docs/mmsr-model.md."""
+
+    name = "mmsr"
+
+    def __init__(
+        self,
+        n_items: int,
+        max_len: int = 50,
+        hidden_size: int = 128,
+        num_layers: int = 1,
+        dropout: float = 0.4,
+        attn_dropout: float = 0.2,
+        update: Literal["async", "sync"] = "async",
+        fusion: Literal["non_invasive", "invasive"] = "non_invasive",
+        modality_nodes: Literal["codes", "raw"] = "codes",
+        modalities: Sequence[str] = ("text", "image"),
+        gate: Literal["soft", "hard"] = "soft",
+        readout: Literal["last", "mean"] = "last",
+        modality_drop_p: float = 0.0,
+        seed: int = 2023,
+        item_codes: dict[str, np.ndarray] | None = None,
+        code_centres: dict[str, np.ndarray] | None = None,
+        item_features: dict[str, np.ndarray] | None = None,
+    ) -> None:
+        super().__init__(n_items, max_len)
+        if num_layers < 1:
+            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
+        if modality_nodes not in ("codes", "raw"):
+            raise ValueError(f"modality_nodes must be 'codes' or 'raw', got {modality_nodes!r}")
+        if readout not in ("last", "mean"):
+            raise ValueError(f"readout must be 'last' or 'mean', got {readout!r}")
+        if not 0.0 <= modality_drop_p <= 1.0:
+            raise ValueError(f"modality_drop_p must be in [0, 1], got {modality_drop_p}")
+        unknown = set(modalities) - set(MODALITIES)
+        if unknown:
+            raise ValueError(f"unknown modalities {sorted(unknown)}; known: {MODALITIES}")
+        item_codes, code_centres, item_features = item_codes or {}, code_centres or {}, item_features or {}
+        self.modalities = [m for m in NODE_TYPES[1:] if m in modalities]
+        self.modality_nodes, self.readout, self.modality_drop_p = modality_nodes, readout, modality_drop_p
+        self.init_kwargs = {
+            "n_items": n_items,
+            "max_len": max_len,
+            "hidden_size": hidden_size,
+            "num_layers": num_layers,
+            "dropout": dropout,
+            "attn_dropout": attn_dropout,
+            "update": update,
+            "fusion": fusion,
+            "modality_nodes": modality_nodes,
+            "modalities": list(self.modalities),
+            "gate": gate,
+            "readout": readout,
+            "modality_drop_p": modality_drop_p,
+            "seed": seed,
+            "item_codes": {m: item_codes[m] for m in self.modalities if modality_nodes == "codes"},
+            "code_centres": {m: code_centres[m] for m in self.modalities if modality_nodes == "codes"},
+            "item_features": {m: item_features[m] for m in self.modalities if modality_nodes == "raw"},
+        }
+        # graph "codes" per node type: real codes, or the item id itself for raw feature nodes
+        self._codes: dict[int, np.ndarray] = {}
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.item_emb = nn.Embedding(n_items, hidden_size)
+            nn.init.normal_(self.item_emb.weight, std=hidden_size**-0.5)
+            self.pos_emb = nn.Embedding(max_len, hidden_size)
+            nn.init.normal_(self.pos_emb.weight, std=hidden_size**-0.5)
+            self.code_emb = nn.ModuleDict()
+            self.feature_proj = nn.ModuleDict()
+            for i, m in enumerate(self.modalities):
+                ntype = NODE_TYPES.index(m)
+                if modality_nodes == "codes":
+                    self._codes[ntype] = self._check_codes(m, item_codes[m], code_centres[m])
+                    self.code_emb[m] = nn.Embedding.from_pretrained(
+                        _project_centres(code_centres[m], hidden_size, seed + i), freeze=False
+                    )
+                else:
+                    features = np.asarray(item_features[m], dtype=np.float32)
+                    present = ~np.isnan(features).any(axis=1)
+                    self._codes[ntype] = np.where(present, np.arange(n_items), -1)[:, None]
+                    self.register_buffer(
+                        f"features_{m}", torch.from_numpy(np.nan_to_num(features)), persistent=False
+                    )
+                    self.feature_proj[m] = nn.Linear(features.shape[1], hidden_size)
+            self.layers = nn.ModuleList(
+                HANLayer(hidden_size, update=update, fusion=fusion, gate=gate, attn_dropout=attn_dropout)
+                for _ in range(num_layers)
+            )
+        self.dropout = nn.Dropout(dropout)
+        self._cache: GraphCache | None = None
+        self._dropped: dict[int, np.ndarray] = {}
+        self._train_drop_rng = np.random.default_rng(seed)
+
+    def _check_codes(self, modality: str, codes: np.ndarray, centres: np.ndarray) -> np.ndarray:
+        codes = np.asarray(codes, dtype=np.int64)
+        if codes.ndim != 2 or codes.shape[0] != self.n_items:
+            raise ValueError(
+                f"item_codes[{modality!r}] must be (n_items={self.n_items}, k), got {codes.shape}"
+            )
+        if codes.max(initial=-1) >= len(centres) or codes.min(initial=-1) < -1:
+            raise ValueError(f"item_codes[{modality!r}] holds codes outside -1..{len(centres) - 1}")
+        return codes
+
+    @classmethod
+    def from_data(cls, data: SequenceData, **params: Any) -> MMSR:
+        """A fresh model for ``data``; modalities ``data`` does not carry are left out (logged)."""
+        for key in TRAINING_KEYS & params.keys():
+            params.pop(key)
+        wanted = list(params.pop("modalities", ["text", "image"]))
+        raw = params.get("modality_nodes", "codes") == "raw"
+        available = [
+            m
+            for m in wanted
+            if (m in data.item_features if raw else (m in data.item_codes and m in data.code_centres))
+        ]
+        if missing := sorted(set(wanted) - set(available)):
+            log.info("MMSR: modalities %s absent from the data, not used", missing)
+        log.info(
+            "MMSR graph modalities: %s (%s nodes)", available or "none, ID-only", "raw" if raw else "code"
+        )
+        return cls(
+            n_items=data.n_items,
+            modalities=available,
+            item_codes=data.item_codes,
+            code_centres=data.code_centres,
+            item_features=data.item_features,
+            **params,
+        )
+
+    # --- graph batches ---
+    def _graph_codes(self) -> dict[int, np.ndarray]:
+        """Codes per node type, with the links of dropped items removed."""
+        drop = dict(self._dropped)
+        if self.training and self.modality_drop_p > 0:
+            for ntype in self._codes:
+                drop[ntype] = self._train_drop_rng.random(self.n_items) < self.modality_drop_p
+        if not drop:
+            return self._codes
+        return {t: np.where(drop[t][:, None], -1, c) if t in drop else c for t, c in self._codes.items()}
+
+    def prepare(self, histories: Sequence[np.ndarray]) -> GraphBatch:
+        return build_batch([np.asarray(h)[-self.max_len :] for h in histories], self._graph_codes())
+
+    def prepare_samples(self, data: SequenceData, targets: TargetSet) -> GraphBatch:
+        """Prefix samples from a per-data cache of stamped graphs (direct build while links are dropped)."""
+        codes = self._graph_codes()
+        if codes is not self._codes:
+            return self.prepare(data.histories(targets, self.max_len))
+        if self._cache is None or not self._cache.serves(data, codes):
+            self._cache = GraphCache(data, codes, self.max_len)
+        return self._cache.batch(targets)
+
+    def batch_to(self, batch: GraphBatch, device: torch.device) -> GraphBatch:
+        return batch.to(device)
+
+    @contextmanager
+    def drop_modality_links(self, modality: str, p: float, seed: int) -> Iterator[None]:
+        """While active, a random fraction ``p`` of items loses its links of ``modality``.
+
+        ``"both"`` drops both modalities of the SAME items. A modality the model does not
+        use has no links to drop (logged).
+        """
+        if modality not in (*MODALITIES, "both"):
+            raise ValueError(f"modality must be 'text', 'image' or 'both', got {modality!r}")
+        if not 0.0 <= p <= 1.0:
+            raise ValueError(f"p must be in [0, 1], got {p}")
+        names = list(MODALITIES) if modality == "both" else [modality]
+        if unused := [m for m in names if m not in self.modalities]:
+            log.warning("drop_modality_links: model does not use %s, nothing to drop there", unused)
+        mask = np.zeros(self.n_items, dtype=bool)
+        mask[np.random.default_rng(seed).permutation(self.n_items)[: round(p * self.n_items)]] = True
+        previous = self._dropped
+        self._dropped = {**previous, **{NODE_TYPES.index(m): mask for m in names if m in self.modalities}}
+        try:
+            yield
+        finally:
+            self._dropped = previous
+
+    # --- network ---
+    def _node_states(self, batch: GraphBatch) -> torch.Tensor:
+        values = batch.node_value.split(batch.type_counts)
+        parts = [self.item_emb(values[0])]
+        for m in NODE_TYPES[1:]:
+            ids = values[NODE_TYPES.index(m)]
+            if m not in self.modalities:
+                parts.append(self.item_emb.weight.new_zeros(0, self.item_emb.embedding_dim))
+            elif self.modality_nodes == "codes":
+                parts.append(self.code_emb[m](ids))
+            else:
+                parts.append(self.feature_proj[m](getattr(self, f"features_{m}")[ids]))
+        h = torch.cat(parts)
+        # position signal: mean position embedding over each node's occurrences
+        pos = torch.zeros_like(h).index_add_(0, batch.occ_node, self.pos_emb(batch.occ_pos).to(h.dtype))
+        count = torch.bincount(batch.occ_node, minlength=h.shape[0]).clamp_min(1).unsqueeze(-1)
+        return h + pos / count
+
+    def forward(self, batch: GraphBatch) -> torch.Tensor:
+        h = self._node_states(batch)
+        for layer in self.layers:
+            h = layer(self.dropout(h), batch)
+        if self.readout == "last":
+            return h[batch.last_node]
+        n_item = batch.type_counts[0]
+        sample = batch.node_sample[:n_item]
+        total = torch.zeros(batch.num_graphs, h.shape[1], dtype=h.dtype, device=h.device)
+        total.index_add_(0, sample, h[:n_item])
+        return total / torch.bincount(sample, minlength=batch.num_graphs).clamp_min(1).unsqueeze(-1)
+
+    def item_embeddings(self) -> torch.Tensor:
+        return self.item_emb.weight
+
+
+def _project_centres(centres: np.ndarray, dim: int, seed: int) -> torch.Tensor:
+    """Centres through a seeded random projection, rescaled to the item embeddings' scale."""
+    centres = np.asarray(centres, dtype=np.float64)
+    proj = np.random.default_rng(seed).normal(size=(centres.shape[1], dim)) / np.sqrt(centres.shape[1])
+    out = centres @ proj
+    out -= out.mean(axis=0, keepdims=True)
+    scale = out.std()
+    out = out / scale * dim**-0.5 if scale > 0 else out
+    return torch.from_numpy(out.astype(np.float32))
