@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/mmsr demo
+	$(VENV)/bin/mmsr demo --config configs/demo.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -1,0 +1,201 @@
+"""Builds the nightly Airflow DAG of one dataset (``dags/mmsr_nightly.py`` calls it per dataset).
+
+Task graph: extract -> (embed_text, embed_image in parallel) -> codes -> train -> promote
+-> recommend -> publish_analytics. Every task is a thin call into
+``pipeline.orchestration.run_stage_isolated`` (a fresh interpreter per stage, so CUDA is
+never initialised in a forked worker) and returns the stage's small JSON report, which
+is all XCom carries. ``run_date`` (a Param, else the logical date, else ``run_after``)
+is the partition key; every stage is idempotent for it. A ``PipelineError`` (bad input,
+no champion...) fails the task at once; anything else is retried with exponential
+backoff. With ``settings.shards > 1`` embed and recommend fan out with ``.expand`` over
+shard workspaces (``pipeline.sharding``) and a combine task swaps the merged output in.
+
+Only ``airflow.sdk`` and the light ``pipeline`` modules are imported here: the DAG
+processor parses this in well under 2 s (tested).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from airflow.sdk import DAG, Asset, Param, dag, get_current_context, task
+
+from pipeline.config import Settings
+from pipeline.orchestration import resolve_run_date
+
+DAG_ID_PREFIX = "mmsr_nightly_"
+START_DATE = datetime(2024, 1, 1, tzinfo=UTC)
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": "mmsr",
+    "retries": 2,
+    "retry_delay": timedelta(minutes=2),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(minutes=30),
+    "execution_timeout": timedelta(hours=2),
+}
+#: per-task execution timeouts (the default above covers the rest)
+TIMEOUTS = {
+    "extract": timedelta(hours=1),
+    "embed": timedelta(hours=4),
+    "codes": timedelta(hours=1),
+    "train": timedelta(hours=8),
+    "promote": timedelta(minutes=30),
+    "publish_analytics": timedelta(minutes=30),
+}
+
+
+def dag_id(dataset: str) -> str:
+    return f"{DAG_ID_PREFIX}{dataset}"
+
+
+def recommendations_asset(settings: Settings, dataset: str) -> Asset:
+    """The table analysts' DAGs can be scheduled on (``schedule=[asset]``)."""
+    folder = (settings.dataset_dir(dataset) / "recommendations").resolve()
+    return Asset(name=f"mmsr_{dataset}_recommendations", uri=folder.as_uri(), group="mmsr")
+
+
+def _stage(stage: str, dataset: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run a stage in a fresh interpreter with the worker's current settings."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from pipeline.config import load_settings
+    from pipeline.errors import PipelineError
+    from pipeline.orchestration import run_stage_isolated
+
+    try:
+        return run_stage_isolated(load_settings(), stage, dataset, args)
+    except PipelineError as exc:  # bad input: fail now, a retry would fail the same way
+        raise AirflowFailException(str(exc)) from exc
+
+
+def _shard_stage(stage: str, dataset: str, shard: int, shards: int, args: dict[str, Any]) -> dict[str, Any]:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from pipeline.config import load_settings
+    from pipeline.errors import PipelineError
+    from pipeline.sharding import run_shard
+
+    try:
+        return run_shard(load_settings(), stage, dataset, shard, shards, args)
+    except PipelineError as exc:
+        raise AirflowFailException(str(exc)) from exc
+
+
+def _combine(stage: str, dataset: str, shards: int, args: dict[str, Any]) -> dict[str, Any]:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from pipeline.config import load_settings
+    from pipeline.errors import PipelineError
+    from pipeline.sharding import combine_shards
+
+    try:
+        return combine_shards(load_settings(), stage, dataset, shards, args)
+    except PipelineError as exc:
+        raise AirflowFailException(str(exc)) from exc
+
+
+def _run_date() -> str:
+    ctx = get_current_context()
+    dag_run = ctx.get("dag_run")
+    return resolve_run_date(
+        ctx["params"].get("run_date"), ctx.get("logical_date"), getattr(dag_run, "run_after", None)
+    ).isoformat()
+
+
+def build_dag(settings: Settings, dataset: str) -> DAG:
+    """The nightly DAG of ``dataset`` (see module docstring)."""
+    shards = settings.shards
+    asset = recommendations_asset(settings, dataset)
+
+    @dag(
+        dag_id=dag_id(dataset),
+        description=f"MMSR nightly: extract, embed, codes, train, promote, recommend for {dataset}",
+        schedule=settings.schedule,
+        start_date=START_DATE,
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        params={
+            "run_date": Param(
+                None,
+                type=["null", "string"],
+                pattern=r"^\d{4}-\d{2}-\d{2}$",
+                description="Partition date YYYY-MM-DD; empty = the run's logical date",
+            )
+        },
+        tags=["mmsr", dataset],
+        doc_md=__doc__,
+    )
+    def nightly() -> None:
+        @task(execution_timeout=TIMEOUTS["extract"])
+        def extract() -> dict[str, Any]:
+            return {"run_date": _run_date(), **_stage("extract", dataset)}
+
+        @task(execution_timeout=TIMEOUTS["embed"])
+        def embed(extracted: dict[str, Any], modality: str) -> dict[str, Any]:
+            return _stage("embed", dataset, {"modality": modality})
+
+        @task(execution_timeout=TIMEOUTS["embed"])
+        def embed_shard(extracted: dict[str, Any], modality: str, shard: int) -> dict[str, Any]:
+            return _shard_stage("embed", dataset, shard, shards, {"modality": modality})
+
+        @task(execution_timeout=TIMEOUTS["embed"])
+        def embed_combine(parts: list[dict[str, Any]], modality: str) -> dict[str, Any]:
+            return _combine("embed", dataset, shards, {"modality": modality})
+
+        @task(execution_timeout=TIMEOUTS["codes"])
+        def codes(text: dict[str, Any], image: dict[str, Any]) -> dict[str, Any]:
+            return _stage("codes", dataset)
+
+        @task(execution_timeout=TIMEOUTS["train"])
+        def train(coded: dict[str, Any]) -> dict[str, Any]:
+            return _stage("train", dataset, {"promote": False})
+
+        @task(execution_timeout=TIMEOUTS["promote"])
+        def promote(trained: dict[str, Any]) -> dict[str, Any]:
+            return _stage("promote", dataset, {"version": trained["model_version"]})
+
+        @task(outlets=[asset])
+        def recommend(promoted: dict[str, Any]) -> dict[str, Any]:
+            return _stage("recommend", dataset, {"run_date": _run_date()})
+
+        @task
+        def recommend_shard(promoted: dict[str, Any], shard: int) -> dict[str, Any]:
+            return _shard_stage("recommend", dataset, shard, shards, {"run_date": _run_date()})
+
+        @task(outlets=[asset])
+        def recommend_combine(parts: list[dict[str, Any]]) -> dict[str, Any]:
+            return _combine("recommend", dataset, shards, {"run_date": _run_date()})
+
+        @task(execution_timeout=TIMEOUTS["publish_analytics"])
+        def publish_analytics(recommended: dict[str, Any]) -> dict[str, Any]:
+            return _stage("publish", dataset)
+
+        def embedded(extracted: Any, modality: str) -> Any:
+            if shards == 1:
+                return embed.override(task_id=f"embed_{modality}")(extracted, modality)
+            parts = embed_shard.override(task_id=f"embed_{modality}_shard").partial(
+                extracted=extracted, modality=modality
+            )
+            return embed_combine.override(task_id=f"embed_{modality}")(
+                parts.expand(shard=list(range(shards))), modality
+            )
+
+        extracted = extract()
+        promoted = promote(train(codes(embedded(extracted, "text"), embedded(extracted, "image"))))
+        if shards == 1:
+            recommended = recommend(promoted)
+        else:
+            parts = recommend_shard.partial(promoted=promoted).expand(shard=list(range(shards)))
+            recommended = recommend_combine.override(task_id="recommend")(parts)
+        publish_analytics(recommended)
+
+    return nightly()
+
+
+def build_dags(settings: Settings) -> dict[str, DAG]:
+    """One DAG per configured dataset (plus the demo dataset when enabled), keyed by dag_id."""
+    from pipeline.orchestration import dataset_configs
+
+    return {dag_id(name): build_dag(settings, name) for name in dataset_configs(settings)}
