@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ class SequentialRecommender(nn.Module, ABC):
 
     #: registry name used by persistence (e.g. "mmsr", "sasrec")
     name: str = ""
+    #: TrainConfig fields this model is trained with by default (e.g. SASRec's lr 0.001, batch 256);
+    #: ``training.config_for`` applies them
+    default_train_overrides: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, n_items: int, max_len: int) -> None:
         super().__init__()

@@ -51,9 +51,25 @@ class SequenceData:
             for u, p in zip(targets.users.tolist(), targets.positions.tolist(), strict=True)
         ]
 
+    def train_item_counts(self) -> np.ndarray:
+        """How often each item occurs in the train part (train targets and their histories), ``(n_items,)``.
+
+        Popularity counts these; evaluation calls a target with count 0 "cold".
+        """
+        train = self.splits.get("train")
+        if train is None or len(train) == 0:
+            return np.zeros(self.n_items, dtype=np.int64)
+        last = np.full(len(self.sequences), -1, dtype=np.int64)
+        np.maximum.at(last, train.users, train.positions)
+        seen = [self.sequences[u][: p + 1] for u, p in enumerate(last.tolist()) if p >= 0]
+        return np.bincount(np.concatenate(seen), minlength=self.n_items).astype(np.int64)
+
     def target_items(self, targets: TargetSet) -> np.ndarray:
         return np.fromiter(
-            (self.sequences[u][p] for u, p in zip(targets.users.tolist(), targets.positions.tolist(), strict=True)),
+            (
+                self.sequences[u][p]
+                for u, p in zip(targets.users.tolist(), targets.positions.tolist(), strict=True)
+            ),
             dtype=np.int64,
             count=len(targets),
         )

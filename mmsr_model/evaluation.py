@@ -1,0 +1,148 @@
+"""Full-ranking evaluation: every item is a candidate, no sampled negatives.
+
+The rank of a target is 1 + the number of items with a strictly higher score,
+plus tied items with a lower id (deterministic tie-break, the same order
+``inference.top_k`` recommends in). With ``exclude_seen`` the items of the
+sample's full history are removed from the candidates, except the target
+itself (a repeat purchase still counts).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from mmsr_model.base import SequentialRecommender
+from mmsr_model.data import SequenceData, TargetSet
+from mmsr_model.device import place_model
+from mmsr_model.inference import mask_seen
+from mmsr_model.metrics import metrics_from_ranks, target_ranks
+
+log = logging.getLogger(__name__)
+
+#: history-length buckets of the breakdown (inclusive bounds; None = open)
+HISTORY_BUCKETS: tuple[tuple[int, int | None], ...] = ((1, 2), (3, 5), (6, 10), (11, 20), (21, None))
+MISSING_MODALITY_PS = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+
+def _split(data: SequenceData, split: str) -> TargetSet:
+    if split not in data.splits or len(data.splits[split]) == 0:
+        raise ValueError(f"split {split!r} has no samples (splits: {sorted(data.splits)})")
+    return data.splits[split]
+
+
+@torch.no_grad()
+def sample_ranks(
+    model: SequentialRecommender,
+    data: SequenceData,
+    targets: TargetSet,
+    exclude_seen: bool = False,
+    batch_size: int = 512,
+    device: str | torch.device | None = None,
+) -> np.ndarray:
+    """The full-ranking rank (1-based) of every sample's target."""
+    dev = place_model(model, device)
+    was_training = model.training
+    model.eval()
+    ranks = np.empty(len(targets), dtype=np.int64)
+    try:
+        for start in tqdm(range(0, len(targets), batch_size), desc="evaluate", unit="batch", leave=False):
+            sub = TargetSet(
+                targets.users[start : start + batch_size], targets.positions[start : start + batch_size]
+            )
+            scores = model.full_sort_predict(model.batch_to(model.prepare_samples(data, sub), dev)).float()
+            items = torch.from_numpy(data.target_items(sub)).to(dev)
+            if exclude_seen:
+                target_scores = scores.gather(1, items[:, None])
+                mask_seen(scores, data.histories(sub, sys.maxsize))
+                scores.scatter_(1, items[:, None], target_scores)
+            ranks[start : start + len(sub)] = target_ranks(scores, items).cpu().numpy()
+    finally:
+        model.train(was_training)
+    return ranks
+
+
+def evaluate(
+    model: SequentialRecommender,
+    data: SequenceData,
+    split: str = "test",
+    ks: Iterable[int] = (5, 10, 20),
+    exclude_seen: bool = False,
+    batch_size: int = 512,
+    device: str | torch.device | None = None,
+) -> dict[str, float]:
+    """HR/MRR/NDCG@K of ``split`` ranked against all items."""
+    ranks = sample_ranks(model, data, _split(data, split), exclude_seen, batch_size, device)
+    return metrics_from_ranks(ranks, tuple(ks))
+
+
+def evaluate_breakdown(
+    model: SequentialRecommender,
+    data: SequenceData,
+    split: str = "test",
+    ks: Iterable[int] = (5, 10, 20),
+    exclude_seen: bool = False,
+    batch_size: int = 512,
+    device: str | torch.device | None = None,
+) -> dict[str, dict[str, float]]:
+    """Metrics per group: ``all``, ``cold``/``warm`` target items, ``hist_<lo>_<hi>`` history lengths.
+
+    A target is cold when it occurs in no training sample (neither as target nor
+    in a history). History length is the full length before the target (not
+    truncated to ``max_len``). Each group also has ``n_samples``; empty groups
+    are left out.
+    """
+    targets = _split(data, split)
+    ks = tuple(ks)
+    ranks = sample_ranks(model, data, targets, exclude_seen, batch_size, device)
+    cold = data.train_item_counts()[data.target_items(targets)] == 0
+    groups: dict[str, np.ndarray] = {"all": np.ones(len(targets), dtype=bool), "cold": cold, "warm": ~cold}
+    for lo, hi in HISTORY_BUCKETS:
+        upper = np.iinfo(np.int64).max if hi is None else hi
+        groups[f"hist_{lo}_{hi if hi is not None else 'plus'}"] = (targets.positions >= lo) & (
+            targets.positions <= upper
+        )
+    return {
+        name: {"n_samples": float(mask.sum()), **metrics_from_ranks(ranks[mask], ks)}
+        for name, mask in groups.items()
+        if mask.any()
+    }
+
+
+def evaluate_missing_modality(
+    model: SequentialRecommender,
+    data: SequenceData,
+    ps: Sequence[float] = MISSING_MODALITY_PS,
+    modalities: Sequence[str] = ("image", "text", "both"),
+    split: str = "test",
+    ks: Iterable[int] = (5, 10, 20),
+    seed: int = 2023,
+    batch_size: int = 512,
+    device: str | torch.device | None = None,
+) -> list[dict]:
+    """Metrics with a fraction ``p`` of items' modality links dropped at evaluation time.
+
+    Rows: ``{"modality", "p", <metrics>}``, led by the intact model (modality
+    "none", p 0). Models without ``drop_modality_links`` (the baselines) and
+    modalities the data lacks are skipped with a logged note.
+    """
+    if not hasattr(model, "drop_modality_links"):
+        log.warning("%s has no modality links: missing-modality evaluation skipped", model.name)
+        return []
+    present = [m for m in modalities if m == "both" or m in data.item_codes]
+    for m in sorted(set(modalities) - set(present)):
+        log.warning("modality %r absent from the data: missing-modality evaluation skipped for it", m)
+    ks = tuple(ks)
+    rows = [{"modality": "none", "p": 0.0, **evaluate(model, data, split, ks, False, batch_size, device)}]
+    for modality in present:
+        for p in ps:
+            with model.drop_modality_links(modality, p, seed):
+                metrics = evaluate(model, data, split, ks, False, batch_size, device)
+            rows.append({"modality": modality, "p": float(p), **metrics})
+            log.info("missing %s p=%.1f: %s", modality, p, metrics)
+    return rows
