@@ -128,9 +128,10 @@ def _train(settings: Settings, dataset: str, args: dict[str, Any]) -> Any:
 
 
 def _promote(settings: Settings, dataset: str, args: dict[str, Any]) -> Any:
+    version = int(args["version"])
     from pipeline.registry import run_promote
 
-    return run_promote(settings, dataset, args["version"])
+    return run_promote(settings, dataset, version)
 
 
 def _recommend(settings: Settings, dataset: str, args: dict[str, Any]) -> Any:
