@@ -45,7 +45,7 @@ def load_text_model(settings: Settings, device: torch.device):  # -> SentenceTra
         "text encoder %s on %s (dim %s)",
         settings.text_model,
         device,
-        model.get_sentence_embedding_dimension(),
+        model.get_embedding_dimension(),
     )
     return model
 
