@@ -86,7 +86,8 @@ def clean_text(value: Any) -> str | None:
         joined = " ".join(p for p in parts if p)
         return joined or None
     text = html.unescape(str(value))
-    text = _TAG_TAIL.sub(" ", _TAG.sub(" ", text))
+    if "<" in text or ">" in text:
+        text = _TAG_TAIL.sub(" ", _TAG.sub(" ", text))
     text = _SPACE.sub(" ", text).strip()
     return text or None
 
