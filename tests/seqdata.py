@@ -22,13 +22,26 @@ def loo_splits(sequences: list[np.ndarray]) -> dict[str, TargetSet]:
 
 
 def chain_data(
-    n_users: int = 80, n_items: int = 30, min_len: int = 5, max_len: int = 12, seed: int = 0
+    n_users: int = 80,
+    n_items: int = 30,
+    min_len: int = 5,
+    max_len: int = 12,
+    seed: int = 0,
+    text_codes: int = 0,
 ) -> SequenceData:
-    """Every user walks item i -> i+1 (mod n_items) from a random start: a clear sequential signal."""
+    """Every user walks item i -> i+1 (mod n_items) from a random start: a clear sequential signal.
+
+    ``text_codes > 0`` adds a text modality: item i links to codes i and i+1 (mod ``text_codes``).
+    """
     rng = np.random.default_rng(seed)
     sequences = [
         (rng.integers(n_items) + np.arange(rng.integers(min_len, max_len + 1))) % n_items
         for _ in range(n_users)
     ]
     sequences = [s.astype(np.int64) for s in sequences]
-    return SequenceData(sequences=sequences, n_items=n_items, splits=loo_splits(sequences))
+    data = SequenceData(sequences=sequences, n_items=n_items, splits=loo_splits(sequences))
+    if text_codes:
+        items = np.arange(n_items)
+        data.item_codes["text"] = np.stack([items % text_codes, (items + 1) % text_codes], axis=1)
+        data.code_centres["text"] = rng.normal(size=(text_codes, 8)).astype(np.float32)
+    return data

@@ -1,0 +1,117 @@
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+import torch
+from seqdata import chain_data
+from torch import nn
+
+from mmsr_model import training
+from mmsr_model.base import SequentialRecommender
+from mmsr_model.data import SequenceData, TargetSet
+from mmsr_model.evaluation import evaluate
+from mmsr_model.training import TrainConfig, config_for, train
+
+
+class Drift(SequentialRecommender):
+    """One weight w that every step pushes up by ~lr (Adam on loss -w).
+
+    The validation target (item 0) scores -(w - 2)^2 against fixed rivals at -0.1
+    and -0.5, so validation improves until w = 2 and degrades after it.
+    """
+
+    name = "drift"
+
+    def __init__(self) -> None:
+        super().__init__(n_items=4, max_len=50)
+        self.w = nn.Parameter(torch.zeros(()))
+
+    def prepare(self, histories: Sequence[np.ndarray]) -> int:
+        return len(histories)
+
+    def batch_to(self, batch: int, device: torch.device) -> int:
+        return batch
+
+    def forward(self, batch: int) -> torch.Tensor:
+        return torch.ones(batch, 1)
+
+    def item_embeddings(self) -> torch.Tensor:
+        rivals = torch.tensor([-0.1, -0.5, -10.0])
+        return torch.cat([-((self.w - 2) ** 2)[None], rivals])[:, None]
+
+    def calculate_loss(self, batch: int, targets: torch.Tensor) -> torch.Tensor:
+        return -self.w
+
+
+def _drift_data() -> SequenceData:
+    sequences = [np.array([1, 2, 0], dtype=np.int64) for _ in range(3)]
+    users = np.arange(3, dtype=np.int64)
+    splits = {"train": TargetSet(users, np.ones(3, dtype=np.int64)), "valid": TargetSet(users, np.full(3, 2))}
+    return SequenceData(sequences=sequences, n_items=4, splits=splits)
+
+
+def test_early_stopping_restores_the_best_epochs_weights(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(training, "build_model", lambda name, data, **params: Drift())
+    seen: list[dict[str, float]] = []
+    config = TrainConfig(
+        model="drift", lr=0.5, batch_size=8, max_epochs=20, patience=2, eval_metric="mrr_at_5"
+    )
+    model, history = train(config, _drift_data(), on_epoch_end=seen.append)
+    # w after each epoch: 0.5, 1, 1.5, 2, 2.5, 3 -> target rank 3, 3, 2, 1, 2, 3 -> stop after 2 bad epochs
+    assert [round(r["val_mrr_at_5"], 4) for r in history.epochs] == [0.3333, 0.3333, 0.5, 1.0, 0.5, 0.3333]
+    assert history.stopped_early and history.best_epoch == 4
+    assert history.best_val["mrr_at_5"] == 1.0
+    assert model.w.item() == pytest.approx(2.0, abs=1e-4)  # epoch 4's weight, not the last (3.0)
+    assert seen == history.epochs and {"train_loss", "seconds", "val_hr_at_10"} <= set(seen[0])
+
+
+def test_same_seed_gives_identical_runs() -> None:
+    data = chain_data(n_users=40, n_items=20)
+    config = TrainConfig(
+        model="sasrec",
+        model_params={"hidden_size": 16, "num_layers": 1},
+        batch_size=32,
+        max_epochs=2,
+        device="cpu",
+    )
+    (model_a, hist_a), (model_b, hist_b) = train(config, data), train(config, data)
+    assert [r["train_loss"] for r in hist_a.epochs] == [r["train_loss"] for r in hist_b.epochs]
+    for (name, a), b in zip(model_a.state_dict().items(), model_b.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    (_, hist_c) = train(config_for("sasrec", config, seed=config.seed + 1), data)
+    assert hist_c.epochs[0]["train_loss"] != hist_a.epochs[0]["train_loss"]
+
+
+def test_models_without_parameters_get_one_validation_epoch() -> None:
+    data = chain_data(n_users=30, n_items=20)
+    model, history = train(TrainConfig(model="pop", max_epochs=50), data)
+    assert len(history.epochs) == 1 and history.best_epoch == 1
+    assert history.best_val == evaluate(model, data, "valid")
+
+
+def test_config_for_applies_model_defaults_then_changes() -> None:
+    base = TrainConfig(lr=0.002, batch_size=128, max_epochs=3)
+    sasrec = config_for("sasrec", base)
+    assert (sasrec.model, sasrec.lr, sasrec.batch_size, sasrec.max_epochs) == ("sasrec", 0.001, 256, 3)
+    assert config_for("gru4rec", base, batch_size=64).batch_size == 64
+    assert config_for("pop", base).lr == 0.002
+
+
+def test_max_train_samples_and_bad_settings() -> None:
+    data = chain_data(n_users=30, n_items=20)
+    _, history = train(TrainConfig(model="gru4rec", max_epochs=1, max_train_samples=25, device="cpu"), data)
+    assert history.n_train_samples == 25
+    with pytest.raises(ValueError, match="eval_metric 'ndcg_at_50'"):
+        train(TrainConfig(model="pop", eval_metric="ndcg_at_50"), data)
+
+
+def test_mmsr_trains_in_the_harness() -> None:
+    pytest.importorskip("mmsr_model.mmsr")
+    data = chain_data(n_users=60, n_items=30, text_codes=5)
+    params = {"hidden_size": 32, "modalities": ["text"]}
+    config = TrainConfig(
+        model="mmsr", model_params=params, lr=0.01, batch_size=64, max_epochs=3, device="cpu"
+    )
+    model, history = train(config, data)
+    assert model.name == "mmsr" and len(history.epochs) == 3
+    assert evaluate(model, data, "test")["hr_at_5"] > 0.5  # random: 5/30
