@@ -50,7 +50,7 @@ def decode_image(path: Path) -> tuple[Image.Image | None, str | None]:
         return None, "not_an_image"
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         return None, "too_large"
-    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+    except Exception as exc:  # noqa: BLE001 - decoder plugins raise many types; one bad file must not stop the run
         return None, "truncated" if "truncated" in str(exc).lower() else "corrupt"
 
 
@@ -71,7 +71,7 @@ class ImageFiles(Dataset):
             return self.rows[i], None, reason
         try:
             return self.rows[i], self.preprocess(image), None
-        except (OSError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - same reasoning as decode_image
             return self.rows[i], None, "truncated" if "truncated" in str(exc).lower() else "corrupt"
 
 
