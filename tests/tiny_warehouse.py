@@ -14,10 +14,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.config import Settings
+from pipeline.registry import PromotionDecision
 
 TINY_MODEL = {
     "hidden_size": 16,
-    "max_epochs": 3,
+    "lr": 0.02,
+    "max_epochs": 4,
     "patience": 2,
     "batch_size": 64,
     "dropout": 0.0,
@@ -59,7 +61,12 @@ def _codes(root: Path, item_ids: list[str], c: int = 4, dim: int = 8) -> None:
     for modality in ("text", "image"):
         centres = rng.normal(size=(c, dim)).astype(np.float32)
         pq.write_table(
-            pa.table({"code": pa.array(range(c), pa.int32()), "vector": pa.array(centres.tolist(), pa.list_(pa.float32()))}),
+            pa.table(
+                {
+                    "code": pa.array(range(c), pa.int32()),
+                    "vector": pa.array(centres.tolist(), pa.list_(pa.float32())),
+                }
+            ),
             folder / f"{modality}_centres.parquet",
         )
         for i, item in enumerate(item_ids):
@@ -83,7 +90,12 @@ def _codes(root: Path, item_ids: list[str], c: int = 4, dim: int = 8) -> None:
 
 
 def write_tiny_warehouse(
-    settings: Settings, dataset: str = "tiny", n_users: int = 60, n_items: int = 20, seed: int = 0, codes: bool = True
+    settings: Settings,
+    dataset: str = "tiny",
+    n_users: int = 60,
+    n_items: int = 40,
+    seed: int = 0,
+    codes: bool = True,
 ) -> Path:
     """Write every table of the data layout for one synthetic dataset; return its folder."""
     rng = np.random.default_rng(seed)
@@ -93,10 +105,12 @@ def write_tiny_warehouse(
     item_ids = [f"{dataset}-I{i:03d}" for i in range(n_items)]
     sequences = [(rng.integers(n_items) + np.arange(rng.integers(5, 11))) % n_items for _ in range(n_users)]
     pq.write_table(
-        pa.table({"user_id": user_ids, "user_idx": pa.array(range(n_users), pa.int32())}), root / "user_index.parquet"
+        pa.table({"user_id": user_ids, "user_idx": pa.array(range(n_users), pa.int32())}),
+        root / "user_index.parquet",
     )
     pq.write_table(
-        pa.table({"item_id": item_ids, "item_idx": pa.array(range(n_items), pa.int32())}), root / "item_index.parquet"
+        pa.table({"item_id": item_ids, "item_idx": pa.array(range(n_items), pa.int32())}),
+        root / "item_index.parquet",
     )
     pq.write_table(
         pa.table(
@@ -137,3 +151,24 @@ def write_tiny_warehouse(
     if codes:
         _codes(root, item_ids)
     return root
+
+
+def register_untrained(settings: Settings, dataset: str = "tiny") -> PromotionDecision:
+    """Log + register a freshly initialised (near-random) MMSR and run the gate on it.
+
+    A fast champion for tests that only need one, and a deliberately bad
+    challenger for the gate.
+    """
+    import mlflow
+
+    from mmsr_model.registry import build_model
+    from pipeline.dataset import load_sequence_data
+    from pipeline.registry import log_pyfunc, run_promote, setup_mlflow
+    from pipeline.train import train_config
+
+    data, _ = load_sequence_data(settings, dataset)
+    model = build_model("mmsr", data, **train_config(settings).model_params)
+    setup_mlflow(settings, dataset)
+    with mlflow.start_run(run_name="untrained"):
+        version = log_pyfunc(model, settings.dataset_dir(dataset) / "item_index.parquet", dataset)
+    return run_promote(settings, dataset, version)
