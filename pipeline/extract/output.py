@@ -85,8 +85,6 @@ def local_images(images: Path | None, dest: Path) -> None:
     """Write (item_id, path) for ``<item_id>.jpg|.jpeg|.png`` in ``images`` (jpg preferred)."""
     found: dict[str, str] = {}
     if images is not None:
-        if not images.is_dir():
-            raise PipelineError(f"images folder not found: {images}")
         for suffix in (".png", ".jpeg", ".jpg"):  # later suffixes win
             for path in images.glob(f"*{suffix}"):
                 if path.is_file():

@@ -43,6 +43,7 @@ def run_extract(
     """Extract one dataset into ``warehouse/<dataset>/``; on any error the previous output stays."""
     check_dataset_name(dataset)
     adapter = get_adapter(fmt)
+    reviews, meta, images = _checked_inputs(reviews, meta, images)
     out_dir = settings.dataset_dir(dataset)
     report = ExtractReport(
         dataset=dataset, format=fmt, output_dir=str(out_dir), kcore=settings.kcore, split=settings.split
@@ -52,9 +53,9 @@ def run_extract(
     work.mkdir()
     try:
         with report.timed("stage"):
-            _stage(settings, adapter, Path(reviews), meta and Path(meta), tmp, work, report)
+            _stage(settings, adapter, reviews, meta, tmp, work, report)
             prev_counts = previous_index(out_dir, work / "prev_index.parquet")
-            local_images(images and Path(images), work / "images.parquet")
+            local_images(images, work / "images.parquet")
         con = duckdb.connect(str(work / "extract.duckdb"))
         try:
             with report.timed("transform"):
@@ -82,6 +83,18 @@ def run_extract(
     return report
 
 
+def _checked_inputs(
+    reviews: Path, meta: Path | None, images: Path | None
+) -> tuple[Path, Path | None, Path | None]:
+    """Fail on a missing input before spending time on reading a large reviews file."""
+    for role, path in (("reviews", reviews), ("meta", meta)):
+        if path is not None and not Path(path).is_file():
+            raise PipelineError(f"{role} file not found: {path}")
+    if images is not None and not Path(images).is_dir():
+        raise PipelineError(f"images folder not found: {images}")
+    return Path(reviews), meta and Path(meta), images and Path(images)
+
+
 def _stage(
     settings: Settings,
     adapter: Adapter,
@@ -92,8 +105,6 @@ def _stage(
     report: ExtractReport,
 ) -> None:
     """Raw files -> staged Parquet in ``work``; rejects go to ``tmp/rejects.jsonl``."""
-    if meta is not None and not meta.is_file():
-        raise PipelineError(f"meta file not found: {meta}")
     rejects = RejectLog(tmp / "rejects.jsonl")
     try:
         report.files.append(
