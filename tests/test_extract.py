@@ -413,3 +413,11 @@ def test_empty_reviews_file_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "r.json.gz").write_bytes(gzip.compress(b"", mtime=0))
     with pytest.raises(PipelineError, match=r"reviews file .*r\.json\.gz is empty"):
         run_extract(load_settings(), "d", "amazon2018", tmp_path / "r.json.gz")
+
+
+def test_truncated_gzip_is_a_clear_error(tmp_path: Path) -> None:
+    records = [json.dumps(_review(f"u{n}", "a", n)) for n in range(2000)]
+    data = gzip.compress(("\n".join(records) + "\n").encode(), mtime=0)
+    (tmp_path / "r.json.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(PipelineError, match=r"r\.json\.gz: unreadable after line \d+"):
+        run_extract(load_settings(kcore=0), "d", "amazon2018", tmp_path / "r.json.gz")

@@ -11,6 +11,7 @@ import gzip
 import io
 import json
 import logging
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,6 +164,8 @@ def stage_file(
                 continue
             writer.add_rows(rows, number)
             stats.rows += len(rows)
+    except (OSError, EOFError, zlib.error) as exc:  # truncated or corrupt gzip, unreadable file
+        raise PipelineError(f"{role} file {path}: unreadable after line {stats.lines}: {exc}") from exc
     finally:
         writer.close()
     _check(stats, reject_threshold)
