@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 from tqdm.auto import tqdm
 
@@ -10,7 +11,7 @@ from tqdm.auto import tqdm
 class _TqdmHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            tqdm.write(self.format(record))
+            tqdm.write(self.format(record), file=sys.stderr)
         except Exception:  # noqa: BLE001 - logging must never raise
             self.handleError(record)
 
