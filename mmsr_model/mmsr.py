@@ -180,9 +180,10 @@ class MMSR(SequentialRecommender):
         codes = self._graph_codes()
         if codes is not self._codes:
             return self.prepare(data.histories(targets, self.max_len))
-        if self._cache is None or not self._cache.serves(data, codes):
-            self._cache = GraphCache(data, codes, self.max_len)
-        return self._cache.batch(targets)
+        cache = self._cache
+        if cache is None or not cache.serves(data, codes):
+            cache = self._cache = GraphCache(data, codes, self.max_len)
+        return cache.batch(targets)
 
     def batch_to(self, batch: GraphBatch, device: torch.device) -> GraphBatch:
         return batch.to(device)

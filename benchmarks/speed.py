@@ -1,0 +1,245 @@
+"""MMSR speed on the Beauty sequences: training samples/s, graph-building share, inference users/s.
+
+Times a few hundred training steps (not a whole epoch) and extrapolates one epoch of
+all training prefixes (leave-one-out: every prefix target except the last two items).
+Codes are RANDOM (c=30, k=3 per item and modality): speed depends on graph sizes, not
+on what the codes mean. Run e.g.::
+
+    .venv/bin/python benchmarks/speed.py --device cpu --threads 2 --steps 200
+    .venv/bin/python benchmarks/speed.py --sample 2000 --steps 20   # quick CI-sized run
+
+Results go to ``benchmarks/results/speed.{json,md}`` (``--out`` to change).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import logging
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from mmsr_model.data import SequenceData, TargetSet
+from mmsr_model.device import resolve_device
+from mmsr_model.inference import top_k
+from mmsr_model.mmsr import MMSR
+
+log = logging.getLogger("benchmarks.speed")
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = Path(os.environ.get("MMSR_SHARED_DATA", ROOT.parent / "shared" / "data"))
+
+
+def load_beauty(path: Path, sample: int | None, seed: int) -> list[np.ndarray]:
+    """Item-id sequences (dense ids) from ``user_sequence.txt.gz``; optionally a user sample."""
+    ids: dict[str, int] = {}
+    sequences = []
+    with gzip.open(path, "rt") as fh:
+        for line in fh:
+            asins = line.split()[1:]
+            sequences.append(np.fromiter((ids.setdefault(a, len(ids)) for a in asins), np.int64, len(asins)))
+    if sample is not None and sample < len(sequences):
+        keep = np.random.default_rng(seed).choice(len(sequences), sample, replace=False)
+        sequences = [sequences[i] for i in np.sort(keep)]
+    return sequences
+
+
+def make_data(sequences: list[np.ndarray], modalities: list[str], seed: int) -> SequenceData:
+    """Leave-one-out splits plus random codes (c=30, k=3, distinct per item) for ``modalities``."""
+    n_items = int(max(s.max() for s in sequences)) + 1
+    lens = np.array([len(s) for s in sequences])
+    users = np.arange(len(sequences))
+    # train targets: positions 1 .. n-3 (the last two items are validation and test)
+    n_train = np.maximum(lens - 3, 0)
+    train = TargetSet(np.repeat(users, n_train), np.concatenate([np.arange(1, n + 1) for n in n_train]))
+    test = TargetSet(users[lens >= 2], lens[lens >= 2] - 1)
+    rng = np.random.default_rng(seed)
+    codes = {m: np.argsort(rng.random((n_items, 30)), axis=1)[:, :3] for m in modalities}
+    centres = {m: rng.normal(size=(30, 384)).astype(np.float32) for m in modalities}
+    return SequenceData(sequences, n_items, {"train": train, "test": test}, codes, centres)
+
+
+def bench(args: argparse.Namespace) -> dict[str, Any]:
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    device = resolve_device(args.device)
+    t0 = time.perf_counter()
+    sequences = load_beauty(
+        args.data / "sequences" / "beauty" / "user_sequence.txt.gz", args.sample, args.seed
+    )
+    data = make_data(sequences, args.modalities, args.seed)
+    train = data.splits["train"]
+    log.info(
+        "loaded %d users, %d items, %d train samples in %.1fs",
+        len(sequences),
+        data.n_items,
+        len(train),
+        time.perf_counter() - t0,
+    )
+    model = MMSR.from_data(
+        data, modalities=args.modalities, max_len=50, hidden_size=args.hidden, seed=args.seed
+    )
+    model.to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.002)
+    use_amp = device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+
+    t0 = time.perf_counter()
+    model.prepare_samples(data, TargetSet(train.users[:1], train.positions[:1]))  # builds the per-user cache
+    cache_s = time.perf_counter() - t0
+
+    order = np.random.default_rng(args.seed).permutation(len(train))
+    n_steps = min(args.warmup + args.steps, len(order) // args.batch_size)
+    build_s = step_s = 0.0
+    nodes = edges = 0
+    for i in tqdm(range(n_steps), desc="train steps", unit="step"):
+        idx = order[i * args.batch_size : (i + 1) * args.batch_size]
+        sub = TargetSet(train.users[idx], train.positions[idx])
+        t0 = time.perf_counter()
+        batch = model.prepare_samples(data, sub)
+        targets = torch.from_numpy(data.target_items(sub))
+        t1 = time.perf_counter()
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
+            loss = model.calculate_loss(model.batch_to(batch, device), targets.to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss.item()  # synchronises CUDA
+        t2 = time.perf_counter()
+        if i >= args.warmup:
+            build_s += t1 - t0
+            step_s += t2 - t1
+            nodes += batch.num_nodes
+            edges += batch.homo_index.shape[1] + batch.hetero_index.shape[1]
+    timed = n_steps - args.warmup
+    per_step = (build_s + step_s) / timed
+    samples_per_s = args.batch_size / per_step
+    epoch_s = cache_s + len(train) / samples_per_s
+
+    test = data.splits["test"]
+    n_users = min(args.infer_users, len(test))
+    histories = data.histories(TargetSet(test.users[:n_users], test.positions[:n_users]), 50)
+    model.eval()
+    top_k(model, histories[: min(256, n_users)], k=20, device=device)  # warm-up
+    t0 = time.perf_counter()
+    top_k(model, histories, k=20, batch_size=1024, device=device)
+    infer_s = time.perf_counter() - t0
+    return {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "amp": str(amp_dtype).removeprefix("torch.") if use_amp else "off",
+        "users": len(sequences),
+        "items": data.n_items,
+        "train_samples": len(train),
+        "modalities": args.modalities,
+        "codes": "random c=30 k=3",
+        "hidden_size": args.hidden,
+        "batch_size": args.batch_size,
+        "timed_steps": timed,
+        "mean_nodes_per_batch": nodes / timed,
+        "mean_edges_per_batch": edges / timed,
+        "cache_build_s": round(cache_s, 3),
+        "graph_build_ms_per_step": round(1000 * build_s / timed, 2),
+        "model_step_ms": round(1000 * step_s / timed, 2),
+        "graph_build_share": round(build_s / (build_s + step_s), 4),
+        "train_samples_per_s": round(samples_per_s, 1),
+        "epoch_estimate_s": round(epoch_s, 1),
+        "inference_users": n_users,
+        "inference_users_per_s": round(n_users / infer_s, 1),
+    }
+
+
+def write_results(rows: list[dict[str, Any]], out: Path, command: str) -> None:
+    """Merge ``rows`` into speed.json (keyed by device + modalities) and rewrite speed.md."""
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = out / "speed.json"
+    runs: dict[str, Any] = json.loads(json_path.read_text()) if json_path.exists() else {}
+    for row in rows:
+        runs[f"{row['device']}|{'+'.join(row['modalities']) or 'id-only'}|{row['users']}"] = {
+            **row,
+            "command": command,
+            "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        }
+    tmp = json_path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(runs, indent=2, sort_keys=True) + "\n")
+    tmp.replace(json_path)
+    cols = [
+        ("device", "device"),
+        ("modalities", "modalities"),
+        ("users", "users"),
+        ("train_samples", "train samples"),
+        ("graph_build_ms_per_step", "graph ms/step"),
+        ("model_step_ms", "model ms/step"),
+        ("graph_build_share", "graph share"),
+        ("train_samples_per_s", "train samples/s"),
+        ("epoch_estimate_s", "epoch est. (s)"),
+        ("inference_users_per_s", "inference users/s"),
+    ]
+    lines = [
+        "# MMSR speed (benchmarks/speed.py)",
+        "",
+        "Beauty sequences, leave-one-out train prefixes, batch 128, d=128, 1 layer, RANDOM codes "
+        "(c=30, k=3; speed depends on graph size, not on code meaning). Epoch estimate = cache build + "
+        "train samples / samples/s (graph building and the step run serially here; the harness "
+        "prefetches the next batch in a thread). Measured on a shared machine: other engineers' "
+        "jobs compete for the same 2 CPU cores, so CPU numbers are pessimistic.",
+        "",
+        "| " + " | ".join(title for _, title in cols) + " |",
+        "|" + "---|" * len(cols),
+    ]
+    for row in runs.values():
+        cells = ["+".join(v) or "id-only" if isinstance(v := row[key], list) else str(v) for key, _ in cols]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Commands and raw fields: `speed.json`."]
+    tmp = (out / "speed.md").with_suffix(".md.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(out / "speed.md")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the shared data folder")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | auto")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--hidden", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=200, help="timed training steps")
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--infer-users", type=int, default=8192)
+    parser.add_argument("--sample", type=int, default=None, help="use only this many random users")
+    parser.add_argument("--modality-sets", default="text;text,image", help="';'-separated modality lists")
+    parser.add_argument("--seed", type=int, default=2023)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    rows = []
+    for mods in args.modality_sets.split(";"):
+        args.modalities = [m for m in mods.split(",") if m]
+        rows.append(bench(args))
+        log.info("%s", json.dumps(rows[-1]))
+    write_results(
+        rows,
+        args.out,
+        "python benchmarks/speed.py "
+        + " ".join(
+            f"--{k.replace('_', '-')} {v}"
+            for k, v in vars(args).items()
+            if k not in ("modalities", "data", "out")
+        ),
+    )
+    print(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()

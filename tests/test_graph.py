@@ -1,0 +1,117 @@
+"""MSGraph building checked edge by edge on hand-made sequences, and cached == direct building."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mmsr_model.data import SequenceData, TargetSet
+from mmsr_model.graph import EDGE_TYPES, GraphCache, build_batch, describe
+
+# item -> text codes (k=2) and image codes (k=1); -1 = none (item 3 has no text, item 4 no image)
+TEXT = np.array([[0, 1], [1, 2], [3, -1], [-1, -1], [0, 3]])
+IMAGE = np.array([[5], [6], [5], [7], [-1]])
+CODES = {1: IMAGE, 2: TEXT}
+
+
+def graph(history: list[int], codes: dict[int, np.ndarray] = CODES) -> dict:
+    return describe(build_batch([np.array(history)], codes))[0]
+
+
+def edges_of(g: dict, rel: str) -> set[tuple]:
+    return {(s, d) for s, d, r in g["edges"] if r == rel}
+
+
+def test_item_nodes_are_unique_and_transitions_typed() -> None:
+    g = graph([0, 1, 0, 2])
+    items = {n for n in g["nodes"] if n[0] == "item"}
+    assert items == {("item", 0), ("item", 1), ("item", 2)}
+    i = lambda v: ("item", v)  # noqa: E731
+    # 0 -> 1 and 1 -> 0 both occur: 'both' in each direction; 0 -> 2 only forward
+    assert {(s, d) for s, d in edges_of(g, "both") if s[0] == "item"} == {(i(0), i(1)), (i(1), i(0))}
+    assert {(s, d) for s, d in edges_of(g, "out") if s[0] == "item"} == {(i(0), i(2))}
+    assert {(s, d) for s, d in edges_of(g, "in") if s[0] == "item"} == {(i(2), i(0))}
+    assert edges_of(g, "self") == {(n, n) for n in g["nodes"]}
+    assert g["last"] == i(2)
+
+
+def test_code_nodes_transitions_and_cross_edges() -> None:
+    g = graph([0, 1, 0, 2])
+    t = lambda v: ("text", v)  # noqa: E731
+    m = lambda v: ("image", v)  # noqa: E731
+    assert {n for n in g["nodes"] if n[0] == "text"} == {t(0), t(1), t(2), t(3)}
+    assert {n for n in g["nodes"] if n[0] == "image"} == {m(5), m(6)}
+    text_both = {(s, d) for s, d in edges_of(g, "both") if s[0] == "text"}
+    # codes {0,1} -> {1,2} -> {0,1} -> {3}; a shared code (1 -> 1) adds no transition
+    assert text_both == {(t(0), t(1)), (t(1), t(0)), (t(0), t(2)), (t(2), t(0)), (t(1), t(2)), (t(2), t(1))}
+    assert {(s, d) for s, d in edges_of(g, "out") if s[0] == "text"} == {(t(0), t(3)), (t(1), t(3))}
+    assert {(s, d) for s, d in edges_of(g, "in") if s[0] == "text"} == {(t(3), t(0)), (t(3), t(1))}
+    assert {(s, d) for s, d in edges_of(g, "both") if s[0] == "image"} == {(m(5), m(6)), (m(6), m(5))}
+    assert edges_of(g, "item->text") == {
+        (("item", 0), t(0)),
+        (("item", 0), t(1)),
+        (("item", 1), t(1)),
+        (("item", 1), t(2)),
+        (("item", 2), t(3)),
+    }
+    assert edges_of(g, "text->item") == {(d, s) for s, d in edges_of(g, "item->text")}
+    assert edges_of(g, "item->image") == {(("item", 0), m(5)), (("item", 1), m(6)), (("item", 2), m(5))}
+    assert edges_of(g, "image->item") == {(d, s) for s, d in edges_of(g, "item->image")}
+    assert edges_of(g, "image->text") == {
+        (m(5), t(0)),
+        (m(5), t(1)),
+        (m(6), t(1)),
+        (m(6), t(2)),
+        (m(5), t(3)),
+    }
+    assert edges_of(g, "text->image") == {(d, s) for s, d in edges_of(g, "image->text")}
+    assert {r for _, _, r in g["edges"]} == set(EDGE_TYPES)
+
+
+def test_positions_are_means_of_reversed_occurrences() -> None:
+    g = graph([0, 1, 0, 2])  # reversed positions: 3, 2, 1, 0
+    assert g["positions"][("item", 0)] == pytest.approx(2.0)  # (3 + 1) / 2
+    assert g["positions"][("item", 1)] == pytest.approx(2.0)
+    assert g["positions"][("item", 2)] == pytest.approx(0.0)
+    assert g["positions"][("text", 1)] == pytest.approx(2.0)  # items 0, 1, 0 -> (3 + 2 + 1) / 3
+    assert g["positions"][("image", 5)] == pytest.approx(4 / 3)  # items 0, 0, 2 -> (3 + 1 + 0) / 3
+
+
+def test_missing_modality_and_id_only() -> None:
+    g = graph([3, 4])  # item 3 has no text, item 4 no image
+    assert {n for n in g["nodes"] if n[0] != "item"} == {("image", 7), ("text", 0), ("text", 3)}
+    assert edges_of(g, "image->text") == set()
+    assert not {(s, d) for s, d in edges_of(g, "out") if s[0] != "item"}
+    ids_only = graph([0, 1, 1, 0], codes={})
+    assert ids_only["nodes"] == {("item", 0), ("item", 1)}
+    assert {r for _, _, r in ids_only["edges"]} == {"self", "both"}
+
+
+def test_one_item_history() -> None:
+    g = graph([4])
+    assert g["nodes"] == {("item", 4), ("text", 0), ("text", 3)}
+    assert g["last"] == ("item", 4)
+
+
+def random_data(n_users: int, n_items: int, max_seq: int, seed: int) -> SequenceData:
+    rng = np.random.default_rng(seed)
+    seqs = [rng.integers(0, n_items, size=rng.integers(2, max_seq)) for _ in range(n_users)]
+    users = np.concatenate([np.full(len(s) - 1, u) for u, s in enumerate(seqs)])
+    positions = np.concatenate([np.arange(1, len(s)) for s in seqs])
+    return SequenceData(seqs, n_items, {"train": TargetSet(users, positions)})
+
+
+def test_cached_prefixes_equal_direct_building_including_windows() -> None:
+    data = random_data(n_users=60, n_items=15, max_seq=30, seed=1)
+    rng = np.random.default_rng(2)
+    codes = {1: rng.integers(-1, 4, size=(15, 2)), 2: rng.integers(-1, 6, size=(15, 3))}
+    max_len = 8  # most users are longer: many samples are sliding windows, not prefixes
+    targets = data.splits["train"]
+    order = rng.permutation(len(targets))  # shuffled, repeated users, mixed prefix and window samples
+    targets = TargetSet(targets.users[order], targets.positions[order])
+    assert (targets.positions > max_len).any() and (targets.positions <= max_len).any()
+    cached = describe(GraphCache(data, codes, max_len).batch(targets))
+    direct = describe(build_batch(data.histories(targets, max_len), codes))
+    assert len(cached) == len(direct) == len(targets)
+    for c, d in zip(cached, direct, strict=True):
+        assert c == d

@@ -1,0 +1,131 @@
+"""The HAN-GNN layer: W_K/W_V really used, phase 2 depends on phase 1, every switch trains."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mmsr_model.graph import GraphBatch, build_batch
+from mmsr_model.layers import HANLayer
+
+DIM = 16
+
+
+@pytest.fixture
+def batch() -> GraphBatch:
+    rng = np.random.default_rng(0)
+    codes = {1: rng.integers(-1, 5, size=(12, 2)), 2: rng.integers(-1, 7, size=(12, 3))}
+    return build_batch([rng.integers(0, 12, size=n) for n in (1, 4, 7, 9)], codes)
+
+
+def states(batch: GraphBatch, seed: int = 0) -> torch.Tensor:
+    return torch.randn(batch.num_nodes, DIM, generator=torch.Generator().manual_seed(seed))
+
+
+def layer(**kwargs: object) -> HANLayer:
+    torch.manual_seed(0)
+    return HANLayer(DIM, attn_dropout=0.0, **kwargs).eval()
+
+
+def test_output_shape_and_gradients_reach_every_parameter(batch: GraphBatch) -> None:
+    lay = layer().train()
+    h = states(batch).requires_grad_()
+    out = lay(h, batch)
+    assert out.shape == h.shape
+    out.square().sum().backward()
+    for name, p in lay.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    assert h.grad is not None
+
+
+@pytest.mark.parametrize("which", ["w_k", "w_v"])
+def test_keys_and_values_come_from_their_own_projections(batch: GraphBatch, which: str) -> None:
+    lay = layer()
+    h = states(batch)
+    before = lay(h, batch)
+    with torch.no_grad():
+        for lin in getattr(lay, which).maps:
+            lin.weight.zero_()
+            lin.bias.zero_()
+    assert not torch.allclose(before, lay(h, batch), atol=1e-5)
+
+
+class Recorder:
+    """Wraps a layer's attention methods: records outputs, optionally perturbs one call."""
+
+    def __init__(self, lay: HANLayer, perturb: tuple[str, int] | None = None) -> None:
+        self.calls: dict[str, list[torch.Tensor]] = {"homogeneous": [], "heterogeneous": []}
+        for kind in self.calls:
+            original = getattr(lay, kind)
+
+            def wrapped(x, values, batch, kind=kind, original=original):  # noqa: ANN001, ANN202
+                out = original(x, values, batch)
+                if perturb == (kind, len(self.calls[kind])):
+                    out = out + 3.0
+                self.calls[kind].append(out)
+                return out
+
+            setattr(lay, kind, wrapped)
+
+
+@pytest.mark.parametrize("fusion", ["non_invasive", "invasive"])
+def test_second_phase_of_each_path_depends_on_the_first(batch: GraphBatch, fusion: str) -> None:
+    h = states(batch)
+    base = Recorder(lay := layer(fusion=fusion))
+    lay(h, batch)
+    # call order: A1 homogeneous, A2 heterogeneous, B1 heterogeneous, B2 homogeneous
+    path_a = Recorder(lay := layer(fusion=fusion), perturb=("homogeneous", 0))
+    lay(h, batch)
+    assert not torch.allclose(path_a.calls["heterogeneous"][0], base.calls["heterogeneous"][0], atol=1e-5)
+    assert torch.allclose(path_a.calls["heterogeneous"][1], base.calls["heterogeneous"][1])
+    path_b = Recorder(lay := layer(fusion=fusion), perturb=("heterogeneous", 1))
+    lay(h, batch)
+    assert not torch.allclose(path_b.calls["homogeneous"][1], base.calls["homogeneous"][1], atol=1e-5)
+    assert torch.allclose(path_b.calls["homogeneous"][0], base.calls["homogeneous"][0])
+
+
+def test_non_invasive_aggregates_original_values(batch: GraphBatch) -> None:
+    """Phase 2 of path B aggregates the layer input states, so its output is a convex mix of them."""
+    h = states(batch)
+    rec = Recorder(lay := layer())
+    lay(h, batch)
+    # values of the homogeneous phase 2 are the input states: a convex mix of h, not of the updated states
+    mixed = rec.calls["homogeneous"][1]
+    assert mixed.abs().max() <= h.abs().max() + 1e-5
+    assert not torch.allclose(layer(fusion="invasive")(h, batch), lay(h, batch), atol=1e-5)
+
+
+def test_variants_differ_and_gates_behave(batch: GraphBatch) -> None:
+    h = states(batch)
+    outputs = {
+        name: layer(**kw)(h, batch)
+        for name, kw in {
+            "async": {},
+            "sync": {"update": "sync"},
+            "invasive": {"fusion": "invasive"},
+            "hard": {"gate": "hard"},
+        }.items()
+    }
+    assert not torch.allclose(outputs["async"], outputs["sync"], atol=1e-5)
+    assert not torch.allclose(outputs["async"], outputs["invasive"], atol=1e-5)
+    hard = layer(gate="hard")
+    scores = torch.randn(5, 2)
+    assert torch.equal(hard._gate_weights(scores).sum(-1), torch.ones(5))
+    assert set(hard._gate_weights(scores).unique().tolist()) <= {0.0, 1.0}
+    hard.train()
+    weights = hard._gate_weights(scores.requires_grad_())
+    weights[:, 0].sum().backward()
+    assert scores.grad is not None and scores.grad.abs().sum() > 0  # straight-through gradient
+
+
+def test_runs_under_cpu_autocast(batch: GraphBatch) -> None:
+    lay = layer()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = lay(states(batch), batch)
+    assert torch.isfinite(out.float()).all()
+
+
+def test_unknown_switch_is_rejected() -> None:
+    with pytest.raises(ValueError, match="update"):
+        HANLayer(DIM, update="parallel")  # type: ignore[arg-type]
