@@ -125,15 +125,20 @@ def recommend(
     dataset: DatasetOpt,
     run_date: Annotated[str | None, typer.Option(help="Partition date YYYY-MM-DD (default: today, UTC).")] = None,
     k: Annotated[int | None, typer.Option(help="Recommendations per user.")] = None,
+    publish: Annotated[bool, typer.Option(help="Then rebuild MMSR_HOME/analytics.duckdb.")] = True,
     config: ConfigOpt = None,
 ) -> None:
     """Score every user with the champion and write the day's top-K partition."""
     settings = _settings(config)
+    from pipeline.analytics import publish_analytics
     from pipeline.recommend import run_recommend
 
     try:
         day = date.fromisoformat(run_date) if run_date else None
-        _report(run_recommend(settings, dataset, day, k))
+        report = run_recommend(settings, dataset, day, k).to_dict()
+        if publish:
+            report["analytics_db"] = str(publish_analytics(settings))
+        _report(report)
     except (PipelineError, ValueError) as exc:
         _fail(exc)
 
