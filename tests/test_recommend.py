@@ -1,0 +1,167 @@
+"""Recommend stage and `mmsr show`: atomic partitions, determinism, fault injection, clear errors."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from rich.console import Console
+from tiny_warehouse import register_untrained, tiny_settings, write_tiny_warehouse
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.config import Settings
+from pipeline.dataset import load_histories
+from pipeline.errors import PipelineError
+from pipeline.recommend import KILL_ENV, SCHEMA, _block_table, partition_dir, run_recommend
+from pipeline.show import show_user
+
+pytestmark = pytest.mark.slow
+YESTERDAY, TODAY = date(2026, 3, 1), date(2026, 3, 2)
+
+
+@pytest.fixture(scope="module")
+def champion(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    """A registered (untrained: scoring only needs a model) champion over the tiny warehouse."""
+    settings = tiny_settings(tmp_path_factory.mktemp("recommend") / "home", recommend_batch_users=16)
+    write_tiny_warehouse(settings)
+    register_untrained(settings)
+    return settings
+
+
+def test_writes_top_k_for_every_user(champion: Settings) -> None:
+    report = run_recommend(champion, "tiny", YESTERDAY, 5)
+    table = pq.read_table(partition_dir(champion, "tiny", YESTERDAY) / "part-0.parquet")
+    assert table.schema == SCHEMA
+    assert report.users == 60 and report.rows == table.num_rows == 300
+    rows = table.to_pylist()
+    assert {r["run_date"] for r in rows} == {YESTERDAY}
+    assert {(r["model_name"], r["model_version"]) for r in rows} == {("mmsr-tiny", 1)}
+    index, sequences = load_histories(champion, "tiny")
+    by_user: dict[str, list[dict]] = {}
+    for row in rows:
+        by_user.setdefault(row["user_id"], []).append(row)
+    assert set(by_user) == set(index.user_ids.tolist())
+    for user, recs in by_user.items():
+        assert [r["rank"] for r in recs] == [1, 2, 3, 4, 5]
+        scores = [r["score"] for r in recs]
+        assert scores == sorted(scores, reverse=True)
+        seen = set(index.item_ids[sequences[int(user[-3:])]].tolist())
+        assert not seen & {r["item_id"] for r in recs}, user
+
+
+def test_rerun_same_date_is_identical_and_leaves_other_dates(champion: Settings) -> None:
+    run_recommend(champion, "tiny", YESTERDAY, 5)
+    yesterday = (partition_dir(champion, "tiny", YESTERDAY) / "part-0.parquet").read_bytes()
+    run_recommend(champion, "tiny", TODAY, 5)
+    first = pq.read_table(partition_dir(champion, "tiny", TODAY))
+    run_recommend(champion, "tiny", TODAY, 5)
+    second = pq.read_table(partition_dir(champion, "tiny", TODAY))
+    assert first.equals(second)
+    assert [p.name for p in partition_dir(champion, "tiny", TODAY).iterdir()] == ["part-0.parquet"]
+    assert (partition_dir(champion, "tiny", YESTERDAY) / "part-0.parquet").read_bytes() == yesterday
+
+
+def test_kill_mid_write_keeps_yesterday_and_todays_good_output(champion: Settings) -> None:
+    run_recommend(champion, "tiny", YESTERDAY, 5)
+    run_recommend(champion, "tiny", TODAY, 5)
+    before = {
+        d: (partition_dir(champion, "tiny", d) / "part-0.parquet").read_bytes() for d in (YESTERDAY, TODAY)
+    }
+    env = os.environ | {
+        "MMSR_HOME": str(champion.home),
+        "MMSR_RECOMMEND_BATCH_USERS": "16",
+        "MMSR_MODEL__DEVICE": "cpu",
+        KILL_ENV: "1",
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "recommend",
+            "--dataset",
+            "tiny",
+            "--run-date",
+            str(TODAY),
+            "--k",
+            "7",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == -9, done.stderr[-2000:]
+    staged = list((champion.dataset_dir("tiny") / ".staging").glob("recommendations-*/part-0.parquet"))
+    assert staged, "the killed run had started writing its staging file"
+    for day, content in before.items():
+        assert (partition_dir(champion, "tiny", day) / "part-0.parquet").read_bytes() == content
+    # the next good run cleans the dead run's staging folder and replaces today only
+    run_recommend(champion, "tiny", TODAY, 7)
+    assert not list((champion.dataset_dir("tiny") / ".staging").iterdir())
+    assert pq.read_table(partition_dir(champion, "tiny", TODAY)).num_rows == 60 * 7
+
+
+def test_no_champion_is_a_clear_error_and_writes_nothing(mmsr_home: Path) -> None:
+    settings = tiny_settings(mmsr_home)
+    root = write_tiny_warehouse(settings)
+    with pytest.raises(PipelineError, match="no champion model for 'mmsr-tiny'.*mmsr train"):
+        run_recommend(settings, "tiny", TODAY, 5)
+    assert not (root / "recommendations").exists() and not (root / ".staging").exists()
+
+
+def test_empty_dataset_is_a_clear_error(mmsr_home: Path) -> None:
+    settings = tiny_settings(mmsr_home)
+    root = write_tiny_warehouse(settings)
+    for name in ("user_index", "item_index"):
+        table = pq.read_table(root / f"{name}.parquet")
+        pq.write_table(table.slice(0, 0), root / f"{name}.parquet")
+    with pytest.raises(PipelineError, match="no users or items"):
+        run_recommend(settings, "tiny", TODAY, 5)
+    assert not (root / "recommendations").exists()
+
+
+def test_show_prints_history_and_titles(champion: Settings) -> None:
+    run_recommend(champion, "tiny", TODAY, 5)
+    console = Console(record=True, width=200)
+    show_user(champion, "tiny", "tiny-U004", 3, console=console)
+    text = console.export_text()
+    index, sequences = load_histories(champion, "tiny")
+    for item in index.item_ids[sequences[4]]:
+        assert f"Title of {item}" in text
+    assert f"run {TODAY}" in text and "mmsr-tiny v1" in text
+    recs = pq.read_table(partition_dir(champion, "tiny", TODAY)).to_pylist()
+    top = [r["item_id"] for r in recs if r["user_id"] == "tiny-U004"][:3]
+    assert all(f"Title of {item}" in text for item in top)
+
+
+def test_show_unknown_user_exits_non_zero(champion: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MMSR_HOME", str(champion.home))
+    result = CliRunner().invoke(app, ["show", "--dataset", "tiny", "--user", "nobody"])
+    assert result.exit_code == 1
+    with pytest.raises(PipelineError, match="user 'nobody' not found"):
+        show_user(champion, "tiny", "nobody", 3)
+
+
+def test_block_table_drops_masked_slots() -> None:
+    """A user who has seen nearly every item gets fewer than K rows, never -inf scores."""
+    ids = np.array([[3, 1, 0], [2, 0, 1]])
+    scores = np.array([[0.9, 0.5, 0.1], [0.7, -np.inf, -np.inf]], dtype=np.float32)
+    constants = {"run_date": TODAY, "model_name": "mmsr-x", "model_version": 4}
+    table = _block_table(
+        np.array(["u1", "u2"], dtype=object), ids, scores, np.array(list("abcd"), dtype=object), constants
+    )
+    assert table.schema == SCHEMA
+    assert [(r["user_id"], r["rank"], r["item_id"]) for r in table.to_pylist()] == [
+        ("u1", 1, "d"),
+        ("u1", 2, "b"),
+        ("u1", 3, "a"),
+        ("u2", 1, "c"),
+    ]
