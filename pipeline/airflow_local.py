@@ -6,8 +6,9 @@ its own fresh interpreter, see ``pipeline.orchestration``). Airflow reads its
 configuration when first imported, so ``configure_airflow`` must run before anything
 imports ``airflow``; it refuses to run if Airflow was already imported for another home.
 
-``python -m pipeline.airflow_local DATASET [RUN_DATE]`` runs one dataset's DAG and prints
-the run summary as JSON on the last line of stdout (exit 1 when the run failed).
+``python -m pipeline.airflow_local DATASET [RUN_DATE] [--mark-success REGEX]`` runs one
+dataset's DAG and prints the run summary as JSON on the last line of stdout (exit 1 when the
+run failed).
 """
 
 from __future__ import annotations
@@ -102,8 +103,13 @@ def _xcom_reports(dag_id: str, run_id: str) -> dict[str, Any]:
     return reports
 
 
-def run_dag(settings: Settings, dataset: str, run_date: date) -> DagRunSummary:
-    """Parse ``dags/`` and run the nightly DAG of ``dataset`` once for ``run_date``."""
+def run_dag(
+    settings: Settings, dataset: str, run_date: date, mark_success_pattern: str | None = None
+) -> DagRunSummary:
+    """Parse ``dags/`` and run the nightly DAG of ``dataset`` once for ``run_date``.
+
+    ``mark_success_pattern`` (a task-id regex) marks matching tasks done without running them.
+    """
     import time
 
     configure_airflow(settings)
@@ -118,7 +124,9 @@ def run_dag(settings: Settings, dataset: str, run_date: date) -> DagRunSummary:
     if wanted not in bag.dags:
         raise PipelineError(f"no DAG {wanted!r} in {DAGS_FOLDER}; configured: {sorted(bag.dags)}")
     started = time.perf_counter()
-    dag_run = bag.dags[wanted].test(run_conf={"run_date": run_date.isoformat()})
+    dag_run = bag.dags[wanted].test(
+        run_conf={"run_date": run_date.isoformat()}, mark_success_pattern=mark_success_pattern
+    )
     seconds = time.perf_counter() - started
     states = {
         (ti.task_id if ti.map_index < 0 else f"{ti.task_id}[{ti.map_index}]"): str(
@@ -138,13 +146,18 @@ def run_dag(settings: Settings, dataset: str, run_date: date) -> DagRunSummary:
 
 
 def main(argv: list[str]) -> int:
+    import argparse
+
     from pipeline.logs import setup_logging
 
+    parser = argparse.ArgumentParser(prog="python -m pipeline.airflow_local", description=__doc__)
+    parser.add_argument("dataset")
+    parser.add_argument("run_date", nargs="?", type=date.fromisoformat, default=date.today())
+    parser.add_argument("--mark-success", help="regex of task ids to mark done instead of running")
+    args = parser.parse_args(argv)
     settings = load_settings()
     setup_logging(settings.log_level)
-    dataset = argv[0]
-    run_date = date.fromisoformat(argv[1]) if len(argv) > 1 else date.today()
-    summary = run_dag(settings, dataset, run_date)
+    summary = run_dag(settings, args.dataset, args.run_date, args.mark_success)
     sys.stdout.write("\n" + json.dumps(summary.to_dict(), default=str) + "\n")
     return 0 if summary.succeeded else 1
 

@@ -133,23 +133,23 @@ def build_dag(settings: Settings, dataset: str) -> DAG:
             return {"run_date": _run_date(), **_stage("extract", dataset)}
 
         @task(execution_timeout=TIMEOUTS["embed"])
-        def embed(extracted: dict[str, Any], modality: str) -> dict[str, Any]:
+        def embed(modality: str) -> dict[str, Any]:
             return _stage("embed", dataset, {"modality": modality})
 
         @task(execution_timeout=TIMEOUTS["embed"])
-        def embed_shard(extracted: dict[str, Any], modality: str, shard: int) -> dict[str, Any]:
+        def embed_shard(modality: str, shard: int) -> dict[str, Any]:
             return _shard_stage("embed", dataset, shard, shards, {"modality": modality})
 
         @task(execution_timeout=TIMEOUTS["embed"])
-        def embed_combine(parts: list[dict[str, Any]], modality: str) -> dict[str, Any]:
+        def embed_combine(modality: str) -> dict[str, Any]:
             return _combine("embed", dataset, shards, {"modality": modality})
 
         @task(execution_timeout=TIMEOUTS["codes"])
-        def codes(text: dict[str, Any], image: dict[str, Any]) -> dict[str, Any]:
+        def codes() -> dict[str, Any]:
             return _stage("codes", dataset)
 
         @task(execution_timeout=TIMEOUTS["train"])
-        def train(coded: dict[str, Any]) -> dict[str, Any]:
+        def train() -> dict[str, Any]:
             return _stage("train", dataset, {"promote": False})
 
         @task(execution_timeout=TIMEOUTS["promote"])
@@ -157,39 +157,55 @@ def build_dag(settings: Settings, dataset: str) -> DAG:
             return _stage("promote", dataset, {"version": trained["model_version"]})
 
         @task(outlets=[asset])
-        def recommend(promoted: dict[str, Any]) -> dict[str, Any]:
+        def recommend() -> dict[str, Any]:
             return _stage("recommend", dataset, {"run_date": _run_date()})
 
         @task
-        def recommend_shard(promoted: dict[str, Any], shard: int) -> dict[str, Any]:
+        def recommend_shard(shard: int) -> dict[str, Any]:
             return _shard_stage("recommend", dataset, shard, shards, {"run_date": _run_date()})
 
         @task(outlets=[asset])
-        def recommend_combine(parts: list[dict[str, Any]]) -> dict[str, Any]:
+        def recommend_combine() -> dict[str, Any]:
             return _combine("recommend", dataset, shards, {"run_date": _run_date()})
 
         @task(execution_timeout=TIMEOUTS["publish_analytics"])
-        def publish_analytics(recommended: dict[str, Any]) -> dict[str, Any]:
+        def publish_analytics() -> dict[str, Any]:
             return _stage("publish", dataset)
 
-        def embedded(extracted: Any, modality: str) -> Any:
+        def embedded(modality: str) -> tuple[Any, Any]:
+            """First and last task of one modality's embedding (one task, or shards + combine)."""
             if shards == 1:
-                return embed.override(task_id=f"embed_{modality}")(extracted, modality)
-            parts = embed_shard.override(task_id=f"embed_{modality}_shard").partial(
-                extracted=extracted, modality=modality
+                single = embed.override(task_id=f"embed_{modality}")(modality)
+                return single, single
+            task_id = f"embed_{modality}_shard"
+            mapped = (
+                embed_shard.override(task_id=task_id)
+                .partial(modality=modality)
+                .expand(shard=list(range(shards)))
             )
-            return embed_combine.override(task_id=f"embed_{modality}")(
-                parts.expand(shard=list(range(shards))), modality
-            )
+            combined = embed_combine.override(task_id=f"embed_{modality}")(modality)
+            mapped >> combined
+            return mapped, combined
 
-        extracted = extract()
-        promoted = promote(train(codes(embedded(extracted, "text"), embedded(extracted, "image"))))
-        if shards == 1:
-            recommended = recommend(promoted)
-        else:
-            parts = recommend_shard.partial(promoted=promoted).expand(shard=list(range(shards)))
-            recommended = recommend_combine.override(task_id="recommend")(parts)
-        publish_analytics(recommended)
+        def recommended() -> tuple[Any, Any]:
+            if shards == 1:
+                single = recommend()
+                return single, single
+            mapped = recommend_shard.expand(shard=list(range(shards)))
+            combined = recommend_combine.override(task_id="recommend")()
+            mapped >> combined
+            return mapped, combined
+
+        # only promote reads an upstream value (train's model version); the other edges only
+        # order the tasks, so a task can be rerun (or marked done) on its own for a run_date
+        text_first, text_last = embedded("text")
+        image_first, image_last = embedded("image")
+        extract() >> [text_first, image_first]
+        trained = train()
+        [text_last, image_last] >> codes() >> trained
+        recommend_first, recommend_last = recommended()
+        promote(trained) >> recommend_first
+        recommend_last >> publish_analytics()
 
     return nightly()
 
