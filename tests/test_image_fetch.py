@@ -48,6 +48,16 @@ class Server:
                 elif self.path == "/slow.jpg":
                     time.sleep(1.5)
                     self._send(200, JPEG_BYTES)
+                elif self.path == "/drip.jpg":  # a byte every 0.1 s: no socket timeout ever fires
+                    self.send_response(200)
+                    self.send_header("Content-Length", "60")
+                    self.end_headers()
+                    try:
+                        for _ in range(60):
+                            self.wfile.write(b"\xff")
+                            time.sleep(0.1)
+                    except OSError:
+                        pass
                 elif self.path == "/page.jpg":
                     self._send(200, b"<html><body>soon</body></html>")
                 elif self.path == "/big.jpg":
@@ -100,13 +110,16 @@ def test_fetch_ok_then_cached_without_a_request(server: Server) -> None:
     ("path", "reason", "requests"),
     [
         ("/slow.jpg", "timeout", 2),  # retried once
+        ("/drip.jpg", "timeout", 2),  # the whole transfer has to fit in the timeout
         ("/missing.jpg", "http_error", 1),  # a 404 is not retried
         ("/big.jpg", "too_large", 1),  # refused from Content-Length
         ("/big-unannounced.jpg", "too_large", 1),  # refused while streaming
     ],
 )
 def test_fetch_failures(server: Server, path: str, reason: str, requests: int) -> None:
+    started = time.monotonic()
     result = fetcher(image_retries=1).fetch(server.base + path)
+    assert time.monotonic() - started < 4  # two attempts of at most ~0.5 s plus backoff
     assert (result.path, result.missing) == (None, reason)
     assert server.hits[path] == requests
     assert not list((Settings().cache_dir / "images").glob("*"))  # nothing half-written in the cache

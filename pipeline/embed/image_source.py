@@ -127,7 +127,9 @@ class Fetcher:
                     return None, "too_large", False
                 chunks: list[bytes] = []
                 size = 0
-                while chunk := response.read(_READ_CHUNK):
+                while chunk := response.read1(
+                    _READ_CHUNK
+                ):  # returns per recv, so the deadline is checked often
                     size += len(chunk)
                     if size > self.max_bytes:
                         return None, "too_large", False
