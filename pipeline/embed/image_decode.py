@@ -55,10 +55,9 @@ def decode_image(path: Path) -> tuple[Image.Image | None, str | None]:
 
 
 class ImageFiles(Dataset):
-    """``(row, tensor or None, reason)`` per file: decoding and preprocessing run in the worker."""
+    """``(index, tensor or None, reason)`` per file: decoding and preprocessing run in the worker."""
 
-    def __init__(self, rows: list[int], paths: list[Path], preprocess: Callable[[Image.Image], torch.Tensor]):
-        self.rows = rows
+    def __init__(self, paths: list[Path], preprocess: Callable[[Image.Image], torch.Tensor]):
         self.paths = paths
         self.preprocess = preprocess
 
@@ -68,11 +67,11 @@ class ImageFiles(Dataset):
     def __getitem__(self, i: int) -> tuple[int, torch.Tensor | None, str | None]:
         image, reason = decode_image(self.paths[i])
         if image is None:
-            return self.rows[i], None, reason
+            return i, None, reason
         try:
-            return self.rows[i], self.preprocess(image), None
+            return i, self.preprocess(image), None
         except Exception as exc:  # noqa: BLE001 - same reasoning as decode_image
-            return self.rows[i], None, "truncated" if "truncated" in str(exc).lower() else "corrupt"
+            return i, None, "truncated" if "truncated" in str(exc).lower() else "corrupt"
 
 
 def collate(batch: list[tuple[int, torch.Tensor | None, str | None]]) -> dict[str, Any]:

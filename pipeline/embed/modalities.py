@@ -110,7 +110,7 @@ def encode_image_files(
     vectors = np.full((len(paths), encoder.dim), np.nan, dtype=np.float32)
     missing: list[str | None] = [None] * len(paths)
     loader = DataLoader(
-        ImageFiles(list(range(len(paths))), paths, encoder.preprocess),
+        ImageFiles(paths, encoder.preprocess),
         batch_size=settings.embed_batch_size,
         num_workers=settings.embed_workers,
         collate_fn=collate,
