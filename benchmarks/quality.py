@@ -1,0 +1,247 @@
+"""Quality benchmark: MMSR, its ablations and the baselines on the Beauty sequences.
+
+The data is built by the real pipeline stages in a temporary MMSR_HOME (extract
+with format "sequences", text embedding, modality codes, the warehouse loader),
+text modality only (the Beauty set has no images). Every model is trained by
+``mmsr_model.training.train`` with the configuration the train stage uses
+(``pipeline.train.train_config``: MMSR from ``ModelSettings``, each baseline with
+its own standard settings), validation-based early stopping, and evaluated by
+full ranking on the test split.
+
+Splits: "loo" (leave-one-out) and "ratio" (the public code's per-user 80/20, with
+validation targets from the end of the train part; see sql/extract_splits.sql).
+The published sequences are used as they are (already 5-core; k-core off).
+
+Full run (hours on a 2-core CPU; meant for a GPU machine):
+    .venv/bin/python benchmarks/quality.py --device cuda
+Smoke run (clearly labelled as such in the output):
+    .venv/bin/python benchmarks/quality.py --split loo --models pop,sasrec --ablations none --max-epochs 2
+CI-sized run: add ``--sample 500`` (first 500 users).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import logging
+import os
+import platform
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("MMSR_SHARED_DATA", ROOT.parent / "shared" / "data"))
+RESULTS = ROOT / "benchmarks" / "results"
+KS = (5, 10, 20)
+FULL_EPOCHS = 100
+#: MMSR variants beside the default (async update, non-invasive fusion, text codes)
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "sync": {"update": "sync"},
+    "invasive": {"fusion": "invasive"},
+    "raw": {"modality_nodes": "raw"},
+    "id_only": {"modalities": []},
+}
+#: the public code's own Beauty log (80/20 ratio split, full ranking, test-set epoch selection)
+PUBLIC_RATIO = {"hr_at_5": 0.0755, "mrr_at_5": 0.0489, "hr_at_20": 0.1418, "mrr_at_20": 0.0549}
+
+log = logging.getLogger("benchmarks.quality")
+
+
+@dataclass
+class Result:
+    split: str
+    label: str
+    test: dict[str, float]
+    best_epoch: int
+    epochs: int
+    best_val: float
+    train_seconds: float
+    n_train: int
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--split", choices=("loo", "ratio", "both"), default="both")
+    p.add_argument("--models", default="mmsr,sasrec,gru4rec,pop", help="comma list of registry names")
+    p.add_argument(
+        "--ablations",
+        default=",".join(ABLATIONS),
+        help=f"comma list of MMSR variants to add ({', '.join(ABLATIONS)}) or 'none'",
+    )
+    p.add_argument("--max-epochs", type=int, default=FULL_EPOCHS)
+    p.add_argument("--patience", type=int, default=8)
+    p.add_argument("--max-train-samples", type=int, default=None, help="seeded subsample of train targets")
+    p.add_argument("--sample", type=int, default=None, help="use only the first N users (CI-sized run)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
+    p.add_argument("--seed", type=int, default=2023)
+    p.add_argument("--data", type=Path, default=DATA / "sequences" / "beauty")
+    p.add_argument("--home", type=Path, default=None, help="MMSR_HOME to build in (default: a temp dir)")
+    p.add_argument("--out", type=Path, default=RESULTS / "quality.md")
+    args = p.parse_args(argv)
+    args.models = [m for m in args.models.split(",") if m]
+    args.ablations = [] if args.ablations == "none" else [a for a in args.ablations.split(",") if a]
+    if unknown := set(args.ablations) - set(ABLATIONS):
+        p.error(f"unknown ablations {sorted(unknown)}")
+    return args
+
+
+def sample_users(source: Path, n_users: int, out: Path) -> Path:
+    """The first ``n_users`` lines of a user_sequence file (a CI-sized dataset)."""
+    with gzip.open(source, "rt", encoding="utf-8") as src, gzip.open(out, "wt", encoding="utf-8") as dst:
+        for i, line in enumerate(src):
+            if i >= n_users:
+                break
+            dst.write(line)
+    return out
+
+
+def build_data(args: argparse.Namespace, home: Path, split: str, needs_text: bool) -> tuple[Any, Any]:
+    """Run extract (+ text embed and codes when a model needs them) and load the SequenceData."""
+    from pipeline.codes import run_codes
+    from pipeline.config import ModelSettings, Settings
+    from pipeline.dataset import load_sequence_data
+    from pipeline.embed import run_embed
+    from pipeline.extract import run_extract
+
+    settings = Settings(
+        home=home,
+        seed=args.seed,
+        split=split,
+        kcore=0,
+        image_download=False,
+        model=ModelSettings(modalities=["text"], device=args.device, patience=args.patience),
+    )
+    dataset = f"beauty_{split}"
+    reviews = args.data / "user_sequence.txt.gz"
+    if args.sample:
+        reviews = sample_users(reviews, args.sample, home / f"user_sequence_{args.sample}.txt.gz")
+    run_extract(settings, dataset, "sequences", reviews, args.data / "item_text.txt.gz")
+    if needs_text:
+        cached = home / "text_embeddings.parquet"
+        target = settings.dataset_dir(dataset) / "embeddings" / "text.parquet"
+        if cached.is_file():  # same items in both splits: reuse the vectors (embed is incremental)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(cached, target)
+        run_embed(settings, dataset, "text")
+        shutil.copyfile(target, cached)
+        run_codes(settings, dataset)
+    data, _ = load_sequence_data(settings, dataset)
+    return settings, data
+
+
+def run_split(args: argparse.Namespace, home: Path, split: str) -> list[Result]:
+    from mmsr_model.evaluation import evaluate
+    from mmsr_model.training import train
+    from pipeline.train import train_config
+
+    variants = [(m, m, {}) for m in args.models]
+    if "mmsr" in args.models:
+        variants += [("mmsr", f"mmsr-{a}", ABLATIONS[a]) for a in args.ablations]
+    needs_text = any(name == "mmsr" and params.get("modalities") != [] for name, _, params in variants)
+    settings, data = build_data(args, home, split, needs_text)
+    results = []
+    for name, label, params in variants:
+        config = train_config(settings, name)
+        config = replace(
+            config,
+            model_params={**config.model_params, **params},
+            max_epochs=args.max_epochs,
+            patience=args.patience,
+            max_train_samples=args.max_train_samples,
+            device=args.device,
+            seed=args.seed,
+        )
+        log.info("%s / %s: %s", split, label, config)
+        model, history = train(config, data)
+        test = evaluate(model, data, "test", KS)
+        results.append(
+            Result(
+                split=split,
+                label=label,
+                test=test,
+                best_epoch=history.best_epoch,
+                epochs=len(history.epochs),
+                best_val=history.best_val.get(config.eval_metric, float("nan")),
+                train_seconds=history.seconds,
+                n_train=history.n_train_samples,
+            )
+        )
+        log.info("%s / %s test: %s", split, label, {k: round(v, 4) for k, v in test.items()})
+    return results
+
+
+def is_smoke(args: argparse.Namespace) -> bool:
+    return bool(args.sample or args.max_train_samples or args.max_epochs < FULL_EPOCHS)
+
+
+def render(args: argparse.Namespace, results: list[Result], wall: float, command: str, device: str) -> str:
+    metrics = [f"{kind}_at_{k}" for k in KS for kind in ("hr", "mrr", "ndcg")]
+    lines = ["# Quality benchmark: Beauty sequences, text modality, full ranking", ""]
+    if is_smoke(args):
+        lines += [
+            "> **SMOKE RUN — not the target result.** "
+            f"max_epochs={args.max_epochs}, max_train_samples={args.max_train_samples}, "
+            f"sample={args.sample}: models are under-trained; the numbers only show the harness runs "
+            "end to end.",
+            "",
+        ]
+    lines += [
+        f"- command: `{command}`",
+        f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}; wall time: {wall / 60:.1f} min",
+        f"- machine: {platform.machine()}, {os.cpu_count()} CPUs, device `{device}`",
+        f"- early stopping on validation ndcg_at_10, patience {args.patience}; seed {args.seed}",
+        "- metrics on the test split, in %, ranked against all items (ties: lower item id first)",
+        "",
+    ]
+    for split in dict.fromkeys(r.split for r in results):
+        rows = [r for r in results if r.split == split]
+        lines += [f"## Split: {split}", ""]
+        header = ["model", *[m.replace("_at_", "@").upper() for m in metrics], "best ep", "epochs", "train s"]
+        lines += ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+        for r in rows:
+            cells = [r.label, *[f"{100 * r.test[m]:.2f}" for m in metrics]]
+            cells += [str(r.best_epoch), str(r.epochs), f"{r.train_seconds:.0f}"]
+            lines.append("| " + " | ".join(cells) + " |")
+        if split == "ratio":
+            ref = ", ".join(
+                f"{k.replace('_at_', '@').upper()} {100 * v:.2f}%" for k, v in PUBLIC_RATIO.items()
+            )
+            lines += ["", f"Public code's own Beauty log (test-set epoch selection): {ref}."]
+        lines += ["", f"Train samples per model: {rows[0].n_train if rows else 0}.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    from mmsr_model.device import resolve_device
+    from pipeline.logs import setup_logging
+
+    setup_logging("INFO")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if not args.data.is_dir():
+        raise SystemExit(f"Beauty sequences not found at {args.data} (set MMSR_SHARED_DATA or --data)")
+    command = "python benchmarks/quality.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    started = time.perf_counter()
+    splits = ("loo", "ratio") if args.split == "both" else (args.split,)
+    with tempfile.TemporaryDirectory(prefix="mmsr-quality-") as tmp:
+        home = args.home or Path(tmp)
+        results = [r for split in splits for r in run_split(args, home, split)]
+    wall = time.perf_counter() - started
+    text = render(args, results, wall, command, str(resolve_device(args.device)))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_out = args.out.with_suffix(".md.tmp")
+    tmp_out.write_text(text, encoding="utf-8")
+    tmp_out.replace(args.out)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
