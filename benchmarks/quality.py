@@ -228,7 +228,8 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if not args.data.is_dir():
         raise SystemExit(f"Beauty sequences not found at {args.data} (set MMSR_SHARED_DATA or --data)")
-    command = "python benchmarks/quality.py " + shlex.join(argv if argv is not None else sys.argv[1:])
+    env = "".join(f"{k}={os.environ[k]} " for k in ("OMP_NUM_THREADS",) if k in os.environ)
+    command = env + "python benchmarks/quality.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     started = time.perf_counter()
     splits = ("loo", "ratio") if args.split == "both" else (args.split,)
     with tempfile.TemporaryDirectory(prefix="mmsr-quality-") as tmp:

@@ -1,3 +1,4 @@
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -118,3 +119,15 @@ def test_mmsr_trains_in_the_harness() -> None:
     model, history = train(config, data)
     assert model.name == "mmsr" and len(history.epochs) == 3
     assert evaluate(model, data, "test")["hr_at_5"] > 0.5  # random: 5/30
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", ["sasrec", "gru4rec"])
+def test_trains_with_mixed_precision_on_cuda(name: str) -> None:
+    data = chain_data(n_users=80, n_items=30)
+    config = config_for(name, TrainConfig(max_epochs=12, patience=4, device="cuda"), lr=0.01, batch_size=64)
+    model, history = train(config, data)
+    assert history.device.startswith("cuda") and next(model.parameters()).is_cuda
+    assert all(math.isfinite(r["train_loss"]) for r in history.epochs)
+    assert evaluate(model, data, "test")["hr_at_5"] > 0.6
