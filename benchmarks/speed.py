@@ -97,31 +97,35 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
 
     order = np.random.default_rng(args.seed).permutation(len(train))
     n_steps = min(args.warmup + args.steps, len(order) // args.batch_size)
-    build_s = step_s = 0.0
+    build_s = step_s = build_cpu = step_cpu = 0.0
     nodes = edges = 0
     for i in tqdm(range(n_steps), desc="train steps", unit="step"):
         idx = order[i * args.batch_size : (i + 1) * args.batch_size]
         sub = TargetSet(train.users[idx], train.positions[idx])
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         batch = model.prepare_samples(data, sub)
         targets = torch.from_numpy(data.target_items(sub))
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
             loss = model.calculate_loss(model.batch_to(batch, device), targets.to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         loss.item()  # synchronises CUDA
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), time.process_time()
         if i >= args.warmup:
             build_s += t1 - t0
             step_s += t2 - t1
+            build_cpu += c1 - c0
+            step_cpu += c2 - c1
             nodes += batch.num_nodes
             edges += batch.homo_index.shape[1] + batch.hetero_index.shape[1]
     timed = n_steps - args.warmup
     per_step = (build_s + step_s) / timed
     samples_per_s = args.batch_size / per_step
     epoch_s = cache_s + len(train) / samples_per_s
+    # CPU seconds bound the wall time an idle machine would need (>= 1 busy thread): contention-free
+    cpu_per_step = (build_cpu + step_cpu) / timed
 
     test = data.splits["test"]
     n_users = min(args.infer_users, len(test))
@@ -154,6 +158,11 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "graph_build_share": round(build_s / (build_s + step_s), 4),
         "train_samples_per_s": round(samples_per_s, 1),
         "epoch_estimate_s": round(epoch_s, 1),
+        "graph_build_cpu_ms_per_step": round(1000 * build_cpu / timed, 2),
+        "model_step_cpu_ms": round(1000 * step_cpu / timed, 2),
+        "graph_build_cpu_share": round(build_cpu / (build_cpu + step_cpu), 4),
+        "epoch_estimate_from_cpu_s": round(cache_s + len(train) / args.batch_size * cpu_per_step, 1),
+        "load_average_1min": round(os.getloadavg()[0], 2),
         "inference_users": n_users,
         "inference_users_per_s": round(n_users / infer_s, 1),
     }

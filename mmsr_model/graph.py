@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from mmsr_model.data import SequenceData, TargetSet
+from mmsr_model.sparse import Pattern
 
 NODE_TYPES = ("item", "image", "text")
 HOMO_RELATIONS = ("self", "out", "in", "both")
@@ -96,12 +97,37 @@ class GraphBatch:
     type_counts: tuple[int, int, int]
     occ_node: torch.Tensor
     occ_pos: torch.Tensor
-    homo_index: torch.Tensor  # [2, E] (src, dst)
+    homo_index: torch.Tensor  # [2, E] (src, dst), sorted by (dst, rel)
     homo_rel: torch.Tensor
-    hetero_index: torch.Tensor
+    hetero_index: torch.Tensor  # sorted by dst
     hetero_rel: torch.Tensor
     last_node: torch.Tensor
     num_graphs: int
+    homo_logit: Pattern  # rows dst * len(HOMO_RELATIONS) + rel: one row per (node, relation vector)
+    homo_agg: Pattern  # rows dst
+    hetero_agg: Pattern
+
+    @classmethod
+    def from_arrays(
+        cls, homo: np.ndarray, hetero: np.ndarray, type_counts: tuple[int, int, int], **rest: object
+    ) -> GraphBatch:
+        """Sort the ``[3, E]`` (src, dst, rel) edge arrays and derive their sparse patterns."""
+        n = sum(type_counts)
+        n_rel = len(HOMO_RELATIONS)
+        homo = homo[:, np.argsort(homo[1] * n_rel + homo[2], kind="stable")]
+        hetero = hetero[:, np.argsort(hetero[1], kind="stable")]
+        ho, he = torch.from_numpy(np.ascontiguousarray(homo)), torch.from_numpy(np.ascontiguousarray(hetero))
+        return cls(
+            type_counts=type_counts,
+            homo_index=ho[:2],
+            homo_rel=ho[2],
+            hetero_index=he[:2],
+            hetero_rel=he[2],
+            homo_logit=Pattern.from_sorted(ho[1] * n_rel + ho[2], ho[0], n * n_rel, n),
+            homo_agg=Pattern.from_sorted(ho[1], ho[0], n, n),
+            hetero_agg=Pattern.from_sorted(he[1], he[0], n, n),
+            **rest,  # type: ignore[arg-type]
+        )
 
     @property
     def num_nodes(self) -> int:
@@ -109,9 +135,7 @@ class GraphBatch:
 
     def to(self, device: torch.device) -> GraphBatch:
         moved = {
-            f.name: (
-                v.to(device, non_blocking=True) if isinstance(v := getattr(self, f.name), torch.Tensor) else v
-            )
+            f.name: (v.to(device) if isinstance(v := getattr(self, f.name), torch.Tensor | Pattern) else v)
             for f in fields(self)
         }
         return GraphBatch(**moved)
@@ -357,28 +381,24 @@ def _finish(parts: list[_Part], num_graphs: int) -> GraphBatch:
     def node_refs(name: str) -> np.ndarray:
         return rank[np.concatenate([getattr(p, name) + off for p, off in zip(parts, offsets, strict=True)])]
 
-    def edges(name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def edges(name: str) -> np.ndarray:
         e = np.concatenate(
             [getattr(p, name) + np.array([[off], [off], [0]]) for p, off in zip(parts, offsets, strict=True)],
             axis=1,
         )
-        return torch.from_numpy(rank[e[:2]]), torch.from_numpy(np.ascontiguousarray(e[2]))
+        return np.concatenate([rank[e[:2]], e[2:]])
 
     last_node = np.empty(num_graphs, np.int64)
     last_node[np.concatenate([p.samples for p in parts])] = node_refs("last_node")
     counts = np.bincount(node_type, minlength=len(NODE_TYPES))
-    homo_index, homo_rel = edges("homo")
-    hetero_index, hetero_rel = edges("hetero")
-    return GraphBatch(
+    return GraphBatch.from_arrays(
+        edges("homo"),
+        edges("hetero"),
+        (int(counts[0]), int(counts[1]), int(counts[2])),
         node_value=torch.from_numpy(np.concatenate([p.node_value for p in parts])[order]),
         node_sample=torch.from_numpy(np.concatenate([p.node_sample for p in parts])[order]),
-        type_counts=(int(counts[0]), int(counts[1]), int(counts[2])),
         occ_node=torch.from_numpy(node_refs("occ_node")),
         occ_pos=torch.from_numpy(np.concatenate([p.occ_pos for p in parts])),
-        homo_index=homo_index,
-        homo_rel=homo_rel,
-        hetero_index=hetero_index,
-        hetero_rel=hetero_rel,
         last_node=torch.from_numpy(last_node),
         num_graphs=num_graphs,
     )

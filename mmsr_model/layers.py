@@ -1,9 +1,9 @@
 """The HAN-GNN layer: homogeneous and heterogeneous attention fused through an update gate.
 
-Everything is sparse: per edge we gather the two endpoint vectors once, reduce to one
-logit, run a segment softmax over each destination's incoming edges
-(``torch_geometric.utils.softmax``, in float32 so autocast cannot overflow it) and
-scatter-add the weighted values. Nodes are ordered type-major (see
+Everything is sparse: one logit per edge by SDDMM, a segment softmax over each
+destination's incoming edges (``torch_geometric.utils.softmax``, in float32 so
+autocast cannot overflow it) and the weighted sum of values by SpMM (see
+:mod:`mmsr_model.sparse`). Nodes are ordered type-major (see
 :class:`mmsr_model.graph.GraphBatch`), so the type-specific W_Q/W_K/W_V are three
 matrix products on slices.
 """
@@ -19,6 +19,7 @@ from torch.nn import functional as F
 from torch_geometric.utils import softmax as segment_softmax
 
 from mmsr_model.graph import HOMO_RELATIONS, NODE_TYPES, GraphBatch
+from mmsr_model.sparse import Pattern, sddmm, spmm
 
 
 class TypedLinear(nn.Module):
@@ -33,12 +34,11 @@ class TypedLinear(nn.Module):
 
 
 def _aggregate(
-    logits: torch.Tensor, values: torch.Tensor, src: torch.Tensor, dst: torch.Tensor, dropout: nn.Dropout
+    logits: torch.Tensor, values: torch.Tensor, pattern: Pattern, dst: torch.Tensor, dropout: nn.Dropout
 ) -> torch.Tensor:
     """Softmax of ``logits`` over each destination's incoming edges, then sum of weighted values."""
     alpha = dropout(segment_softmax(logits.float(), dst, num_nodes=values.shape[0]))
-    out = torch.zeros_like(values)
-    return out.index_add_(0, dst, values[src] * alpha.unsqueeze(-1).to(values.dtype))
+    return spmm(pattern, alpha, values)
 
 
 class HANLayer(nn.Module):
@@ -81,18 +81,15 @@ class HANLayer(nn.Module):
 
     def homogeneous(self, x: torch.Tensor, values: torch.Tensor, batch: GraphBatch) -> torch.Tensor:
         """Content attention e_ij = LeakyReLU(a_r . (x_i * x_j)) over self/out/in/both edges."""
-        src, dst = batch.homo_index
-        n_rel = self.a_homo.shape[0]
         x_a = (x.unsqueeze(1) * self.a_homo.to(x.dtype)).reshape(-1, x.shape[1])  # row i*R + r = x_i * a_r
-        logits = F.leaky_relu((x_a[dst * n_rel + batch.homo_rel] * x[src]).sum(-1), 0.2)
-        return _aggregate(logits, values, src, dst, self.attn_dropout)
+        logits = F.leaky_relu(sddmm(batch.homo_logit, x_a, x), 0.2)
+        return _aggregate(logits, values, batch.homo_agg, batch.homo_index[1], self.attn_dropout)
 
     def heterogeneous(self, x: torch.Tensor, values: torch.Tensor, batch: GraphBatch) -> torch.Tensor:
         """Key-value attention (q_i . k_j) / sqrt(d) over self + cross-modal edges."""
-        src, dst = batch.hetero_index
         q, k = self.w_q(x, batch.type_counts), self.w_k(x, batch.type_counts)
-        logits = (q[dst] * k[src]).sum(-1) / math.sqrt(self.dim)
-        return _aggregate(logits, values, src, dst, self.attn_dropout)
+        logits = sddmm(batch.hetero_agg, q, k) / math.sqrt(self.dim)
+        return _aggregate(logits, values, batch.hetero_agg, batch.hetero_index[1], self.attn_dropout)
 
     def forward(self, h: torch.Tensor, batch: GraphBatch) -> torch.Tensor:
         values = self.w_v(h, batch.type_counts)

@@ -1,0 +1,120 @@
+"""Edge-wise attention kernels as sparse matrix products, so no ``[edges x d]`` tensor is built.
+
+Gathering both endpoint vectors of every edge and scatter-adding weighted values
+(the textbook way) moves several ``edges x d`` tensors per attention and dominated the
+MMSR step on CPU. Here one attention is two sparse products over a fixed pattern:
+logits by SDDMM (``torch.sparse.sampled_addmm``: ``a[row] . b[col]`` only where an
+edge exists) and aggregation by SpMM (CSR matrix times dense values). Each is the
+other's backward, so both get hand-written autograd with a transposed pattern built
+once per batch. Computed in float32 (autocast leaves sparse kernels alone).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+
+warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+
+
+@dataclass
+class Pattern:
+    """Edges sorted by ``row`` as a CSR pattern of shape ``(n_rows, n_cols)`` plus its transpose."""
+
+    crow: torch.Tensor
+    col: torch.Tensor
+    crow_t: torch.Tensor
+    col_t: torch.Tensor
+    perm_t: torch.Tensor  # edge order of the transposed pattern
+    n_rows: int
+    n_cols: int
+
+    @classmethod
+    def from_sorted(cls, rows: torch.Tensor, cols: torch.Tensor, n_rows: int, n_cols: int) -> Pattern:
+        """Pattern of edges ``rows[e] <- cols[e]``; ``rows`` must be sorted ascending."""
+        perm_t = torch.argsort(cols, stable=True)
+        return cls(
+            crow=_crow(rows, n_rows),
+            col=cols,
+            crow_t=_crow(cols[perm_t], n_cols),
+            col_t=rows[perm_t],
+            perm_t=perm_t,
+            n_rows=n_rows,
+            n_cols=n_cols,
+        )
+
+    def to(self, device: torch.device) -> Pattern:
+        moved = {
+            k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+            for k, v in vars(self).items()
+        }
+        return Pattern(**moved)
+
+    def matrix(self, weights: torch.Tensor) -> torch.Tensor:
+        return torch.sparse_csr_tensor(
+            self.crow, self.col, weights, (self.n_rows, self.n_cols), check_invariants=False
+        )
+
+    def matrix_t(self, weights: torch.Tensor) -> torch.Tensor:
+        return torch.sparse_csr_tensor(
+            self.crow_t, self.col_t, weights[self.perm_t], (self.n_cols, self.n_rows), check_invariants=False
+        )
+
+    def sample(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """``a[row_e] . b[col_e]`` for every edge, in edge order."""
+        zeros = self.matrix(a.new_zeros(self.col.shape[0]))
+        return torch.sparse.sampled_addmm(zeros, a.contiguous(), b.T, beta=0.0).values()
+
+
+def _crow(sorted_rows: torch.Tensor, n_rows: int) -> torch.Tensor:
+    crow = torch.zeros(n_rows + 1, dtype=torch.int64, device=sorted_rows.device)
+    crow[1:] = torch.bincount(sorted_rows, minlength=n_rows).cumsum(0)
+    return crow
+
+
+class _SpMM(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, weights: torch.Tensor, dense: torch.Tensor, pattern: Pattern) -> torch.Tensor:  # noqa: ANN001
+        ctx.pattern = pattern
+        ctx.save_for_backward(weights, dense)
+        return pattern.matrix(weights) @ dense
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:  # noqa: ANN001
+        weights, dense = ctx.saved_tensors
+        pattern: Pattern = ctx.pattern
+        grad = grad.contiguous()
+        grad_weights = pattern.sample(grad, dense) if ctx.needs_input_grad[0] else None
+        grad_dense = pattern.matrix_t(weights) @ grad if ctx.needs_input_grad[1] else None
+        return grad_weights, grad_dense, None
+
+
+class _SDDMM(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor, pattern: Pattern) -> torch.Tensor:  # noqa: ANN001
+        ctx.pattern = pattern
+        ctx.save_for_backward(a, b)
+        return pattern.sample(a, b)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:  # noqa: ANN001
+        a, b = ctx.saved_tensors
+        pattern: Pattern = ctx.pattern
+        grad = grad.contiguous()
+        grad_a = pattern.matrix(grad) @ b if ctx.needs_input_grad[0] else None
+        grad_b = pattern.matrix_t(grad) @ a if ctx.needs_input_grad[1] else None
+        return grad_a, grad_b, None
+
+
+def spmm(pattern: Pattern, weights: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+    """``out[r] = sum over edges (r <- c) of weights_e * dense[c]``, shape ``[n_rows, d]``."""
+    with torch.autocast(dense.device.type, enabled=False):
+        return _SpMM.apply(weights.float(), dense.float(), pattern)
+
+
+def sddmm(pattern: Pattern, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a[row_e] . b[col_e]`` for every edge ``e`` of ``pattern``, shape ``[E]``."""
+    with torch.autocast(a.device.type, enabled=False):
+        return _SDDMM.apply(a.float(), b.float(), pattern)
