@@ -132,7 +132,8 @@ def run_codes(settings: Settings, dataset: str) -> CodesReport:
     started = time.perf_counter()
     root = settings.dataset_dir(dataset)
     report = CodesReport(dataset)
-    parts: list[pa.Table] = []
+    parts: list[pa.Table] = [ITEM_CODES_SCHEMA.empty_table()]
+    sources = 0
     for modality in MODALITIES:
         source = root / "embeddings" / f"{modality}.parquet"
         centres_path = root / "codes" / f"{modality}_centres.parquet"
@@ -143,6 +144,7 @@ def run_codes(settings: Settings, dataset: str) -> CodesReport:
                 )
                 centres_path.unlink()
             continue
+        sources += 1
         table, vectors, present = read_vectors(source)
         if not present.any():
             log.warning("%s: no item has a %s vector: no %s codes", dataset, modality, modality)
@@ -182,7 +184,7 @@ def run_codes(settings: Settings, dataset: str) -> CodesReport:
             summary.k,
             summary.inertia,
         )
-    if not parts:
+    if not sources:
         raise PipelineError(f"{root / 'embeddings'}: no text or image embeddings; run `mmsr embed` first")
     write_parquet_atomic(pa.concat_tables(parts), root / "codes" / "item_codes.parquet")
     report.seconds = round(time.perf_counter() - started, 3)

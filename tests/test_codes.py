@@ -103,3 +103,10 @@ def test_stale_modality_is_dropped_and_no_embeddings_is_an_error(mmsr_home: Path
     assert set(pq.read_table(codes_dir(mmsr_home) / "item_codes.parquet")["modality"].to_pylist()) == {"text"}
     with pytest.raises(PipelineError, match="mmsr embed"):
         run_codes(Settings(), "other")
+
+
+def test_modality_without_any_vector_gets_no_codes(mmsr_home: Path) -> None:
+    write_modality(mmsr_home, "image", np.full((2, 0), np.nan, dtype=np.float32), ["no_image", "no_image"])
+    report = run_codes(Settings(), "shop")
+    assert report.modalities == {}
+    assert pq.read_table(codes_dir(mmsr_home) / "item_codes.parquet").num_rows == 0

@@ -88,3 +88,11 @@ def test_bad_items_and_arguments(mmsr_home: Path) -> None:
         run_embed(Settings(), "dup", "text")
     with pytest.raises(PipelineError, match="--modality"):
         run_embed(Settings(), "dup", "video")
+
+
+def test_first_text_after_an_all_missing_run(mmsr_home: Path) -> None:
+    write_items(mmsr_home, "late", [item("E1", None)])
+    assert run_embed(Settings(), "late", "text").modalities["text"].dim == 0
+    write_items(mmsr_home, "late", [item("E1", None), item("E2", "Blue kettle")])
+    report = run_embed(Settings(), "late", "text").modalities["text"]
+    assert (report.reused, report.computed, report.embedded, report.dim) == (1, 1, 1, 384)

@@ -181,7 +181,8 @@ def merge(
     fresh = 0
     for i, row in enumerate(reuse):
         if row is not None and previous is not None:
-            vectors[i] = previous.vectors[row]
+            if previous.missing[row] is None:
+                vectors[i] = previous.vectors[row]
             missing.append(previous.missing[row])
             continue
         reason = new_missing[fresh]
