@@ -1,0 +1,244 @@
+"""Recommend-stage benchmark: every Beauty user, top-20, end to end including the Parquet write.
+
+Set-up (not timed): the real Beauty sequences are extracted with the extract stage;
+text codes are SYNTHETIC (seeded random, c=30, k=3 per item, the public Beauty run's
+shape: the graph has the same number of nodes and edges as with real codes); an
+UNTRAINED default-size MMSR (d=128, max_len 50) is registered and made champion
+directly. Scoring costs the same for trained and untrained weights.
+
+Timed, in a fresh interpreter per repeat (``--phase score``): ``run_recommend``
+from loading the champion out of the MLflow registry to the renamed Parquet
+partition. Peak memory is that interpreter's ``ru_maxrss`` (imports included).
+Target: all 22,363 users in < 60 s on the 2-core reference machine.
+
+    .venv/bin/python benchmarks/recommend.py [--repeats 2] [--device cpu] [--home DIR [--reuse]]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("MMSR_SHARED_DATA", ROOT.parent / "shared" / "data")) / "sequences" / "beauty"
+RESULTS = ROOT / "benchmarks" / "results"
+DATASET, TARGET_S, SEED = "beauty", 60.0, 2023
+RUN_DATE = date(2026, 1, 1)
+
+log = logging.getLogger("benchmarks.recommend")
+
+
+def _synthetic_codes(home: Path, c: int = 30, k: int = 3, dim: int = 384) -> None:
+    """Seeded random text codes in the codes stage's layout (README "Data layout")."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = home / "warehouse" / DATASET
+    items = pq.read_table(root / "item_index.parquet").sort_by("item_idx")["item_id"].to_pylist()
+    rng = np.random.default_rng(SEED)
+    folder = root / "codes"
+    folder.mkdir(parents=True, exist_ok=True)
+    centres = rng.normal(size=(c, dim)).astype(np.float32)
+    pq.write_table(
+        pa.table(
+            {
+                "code": pa.array(range(c), pa.int32()),
+                "vector": pa.array(list(centres), pa.list_(pa.float32())),
+            }
+        ),
+        folder / "text_centres.parquet",
+    )
+    codes = np.argsort(rng.random((len(items), c)), axis=1)[:, :k]
+    pq.write_table(
+        pa.table(
+            {
+                "item_id": items,
+                "modality": ["text"] * len(items),
+                "codes": pa.array(codes.tolist(), pa.list_(pa.int32())),
+                "distances": pa.array(
+                    np.sort(rng.random((len(items), k)), axis=1).tolist(), pa.list_(pa.float32())
+                ),
+            }
+        ),
+        folder / "item_codes.parquet",
+    )
+
+
+def _prepare(home: Path) -> dict:
+    """Extract Beauty, write codes, register an untrained MMSR as champion."""
+    os.environ["MMSR_HOME"] = str(home)
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from mmsr_model.registry import build_model
+    from pipeline.config import load_settings
+    from pipeline.dataset import load_sequence_data
+    from pipeline.extract import run_extract
+    from pipeline.registry import CHAMPION, log_pyfunc, registered_name, setup_mlflow
+    from pipeline.train import train_config
+
+    settings = load_settings()
+    extract = run_extract(
+        settings, DATASET, "sequences", DATA / "user_sequence.txt.gz", DATA / "item_text.txt.gz"
+    )
+    _synthetic_codes(home)
+    data, _ = load_sequence_data(settings, DATASET)
+    model = build_model("mmsr", data, **train_config(settings).model_params)
+    setup_mlflow(settings, DATASET)
+    with mlflow.start_run(run_name="benchmark-untrained"):
+        version = log_pyfunc(model, settings.dataset_dir(DATASET) / "item_index.parquet", DATASET)
+    MlflowClient().set_registered_model_alias(registered_name(DATASET), CHAMPION, str(version))
+    return {"users": extract.users, "items": extract.items, "interactions": extract.interactions}
+
+
+def _cpu_s() -> float:
+    """User + system CPU seconds of this process (all threads): contention-free work measure."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _score(home: Path, k: int, device: str) -> dict:
+    """Child process: one timed ``run_recommend``."""
+    os.environ["MMSR_HOME"] = str(home)
+    from pipeline.config import load_settings
+    from pipeline.recommend import run_recommend
+
+    settings = load_settings(model={"device": device})
+    cpu_before = _cpu_s()
+    started = time.perf_counter()
+    report = run_recommend(settings, DATASET, RUN_DATE, k)
+    seconds = time.perf_counter() - started
+    return {
+        "stage_s": seconds,
+        "stage_cpu_s": _cpu_s() - cpu_before,
+        "users": report.users,
+        "rows": report.rows,
+        "batch_users": settings.recommend_batch_users,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "parquet_mib": Path(report.path).stat().st_size / 2**20,
+    }
+
+
+def _measure(home: Path, k: int, device: str, repeats: int) -> list[dict]:
+    runs = []
+    for i in range(repeats):
+        started = time.perf_counter()
+        proc = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--phase",
+                "score",
+                "--home",
+                str(home),
+                "--k",
+                str(k),
+                "--device",
+                device,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        run = json.loads(proc.stdout.strip().splitlines()[-1])
+        run["command_s"] = time.perf_counter() - started
+        log.info(
+            "repeat %d: %.1f s stage, %.1f s command, %.0f MiB",
+            i + 1,
+            run["stage_s"],
+            run["command_s"],
+            run["peak_rss_mib"],
+        )
+        runs.append(run)
+    return runs
+
+
+def _write_results(result: dict) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "recommend.json").write_text(json.dumps(result, indent=2) + "\n")
+    s = result["summary"]
+    lines = [
+        "# Recommend benchmark (`benchmarks/recommend.py`)",
+        "",
+        f"All {s['users']:,} Beauty users, top-{result['k']}, `run_recommend` end to end (champion load from",
+        "the MLflow registry, batched scoring with seen items masked, Parquet write + rename), in a fresh",
+        "interpreter per repeat. Model: UNTRAINED default-size MMSR (d=128, max_len 50) with synthetic",
+        "text codes (c=30, k=3); scoring cost does not depend on the weights' values.",
+        "",
+        "| device | repeats | stage s (median) | stage CPU s | command s (median) | users/s | peak RSS MiB "
+        "| rows | Parquet MiB |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| {result['device']} | {len(result['runs'])} | {s['stage_s_median']:.1f} "
+        f"| {s['stage_cpu_s_median']:.1f} | {s['command_s_median']:.1f} | {s['users_per_s']:,.0f} "
+        f"| {s['peak_rss_mib']:.0f} "
+        f"| {s['rows']:,} | {s['parquet_mib']:.1f} |",
+        "",
+        f"Target < {TARGET_S:.0f} s: **{'met' if s['stage_s_median'] < TARGET_S else 'NOT met'}**. "
+        f"Machine: {result['machine']}; {result['note']}",
+        "",
+    ]
+    (RESULTS / "recommend.md").write_text("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--phase", choices=["all", "score"], default="all")
+    parser.add_argument("--home", type=Path, default=None, help="MMSR_HOME to use (default: a temp folder)")
+    parser.add_argument(
+        "--reuse", action="store_true", help="--home is already prepared: only time the scoring"
+    )
+    parser.add_argument("--k", type=int, default=20)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--note", default="2 CPU cores shared with other jobs (timings are upper bounds)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.phase == "score":
+        print(json.dumps(_score(args.home, args.k, args.device)))
+        return
+    if not (DATA / "user_sequence.txt.gz").is_file():
+        raise SystemExit(f"Beauty sequences not found under {DATA} (set MMSR_SHARED_DATA)")
+    with tempfile.TemporaryDirectory(prefix="mmsr-bench-recommend-") as tmp:
+        home = args.home or Path(tmp)
+        started = time.perf_counter()
+        dataset = {} if args.reuse else _prepare(home)
+        log.info("prepared %s in %.1f s", dataset, time.perf_counter() - started)
+        runs = _measure(home, args.k, args.device, args.repeats)
+    stage = statistics.median(r["stage_s"] for r in runs)
+    result = {
+        "k": args.k,
+        "device": args.device,
+        "dataset": dataset,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "note": args.note,
+        "runs": runs,
+        "summary": {
+            "users": runs[0]["users"],
+            "rows": runs[0]["rows"],
+            "stage_s_median": stage,
+            "stage_cpu_s_median": statistics.median(r["stage_cpu_s"] for r in runs),
+            "command_s_median": statistics.median(r["command_s"] for r in runs),
+            "users_per_s": runs[0]["users"] / stage,
+            "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
+            "parquet_mib": runs[0]["parquet_mib"],
+        },
+    }
+    _write_results(result)
+    log.info("%s", json.dumps(result["summary"]))
+
+
+if __name__ == "__main__":
+    main()
