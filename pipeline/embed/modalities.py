@@ -9,6 +9,7 @@ to compute, so a no-change rerun costs hashing and one Parquet write.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -109,10 +110,14 @@ def encode_image_files(
     """Decode (in ``embed_workers`` DataLoader workers) and encode every file, batched."""
     vectors = np.full((len(paths), encoder.dim), np.nan, dtype=np.float32)
     missing: list[str | None] = [None] * len(paths)
+    workers = settings.embed_workers
+    if workers and multiprocessing.current_process().daemon:
+        log.warning("running in a daemon process (no children allowed): decoding images in-process")
+        workers = 0
     loader = DataLoader(
         ImageFiles(paths, encoder.preprocess),
         batch_size=settings.embed_batch_size,
-        num_workers=settings.embed_workers,
+        num_workers=workers,
         collate_fn=collate,
         pin_memory=device.type == "cuda",
     )
