@@ -85,6 +85,8 @@ def run_demo(settings: Settings) -> DagRunSummary:
 
     started = time.perf_counter()
     os.environ["MMSR_DEMO"] = "1"  # the demo DAG exists even when other datasets are configured
+    for offline in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):  # the demo encoders are local files
+        os.environ.setdefault(offline, "1")
     written = write_demo_dataset(demo_raw_dir(settings), seed=settings.seed)
     log.info("demo data: %s", written)
     summary = run_dag(settings, DEMO_DATASET, datetime.now(UTC).date())
@@ -94,5 +96,5 @@ def run_demo(settings: Settings) -> DagRunSummary:
             f"demo DAG run {summary.run_id} ended {summary.state}; tasks not successful: {failed} "
             f"(the task's error is logged above)"
         )
-    _print_summary(settings, summary, time.perf_counter() - started, Console())
+    _print_summary(settings, summary, time.perf_counter() - started, Console(width=max(Console().width, 110)))
     return summary

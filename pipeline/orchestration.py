@@ -197,10 +197,11 @@ def run_stage_isolated(
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         try:
             assert proc.stdout is not None
-            for line in proc.stdout:
-                line = line.rstrip()
-                tail.append(line)
-                log.info("[%s] %s", stage, line)
+            for raw in proc.stdout:  # text mode: tqdm's \r redraws arrive as separate lines
+                line = raw.strip()
+                if line:
+                    tail.append(line)
+                    log.info("[%s] %s", stage, line)
             returncode = proc.wait()
         finally:
             if proc.poll() is None:  # e.g. Airflow's execution_timeout fired while we were reading
