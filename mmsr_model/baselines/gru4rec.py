@@ -58,5 +58,8 @@ class GRU4Rec(PaddedSequenceModel):
 
     def forward(self, batch: PaddedBatch) -> torch.Tensor:
         items, lengths = batch
-        states, _ = self.gru(self.emb_dropout(self.item_embedding(items)))
+        # the recurrence runs in float32 even under CUDA autocast (cuDNN's reduced-precision
+        # RNN support varies by version, and the GRU is a small share of the step)
+        with torch.autocast(items.device.type, enabled=False):
+            states, _ = self.gru(self.emb_dropout(self.item_embedding(items)).float())
         return self.gather_last(self.dense(states), lengths)
