@@ -174,7 +174,9 @@ def write_results(rows: list[dict[str, Any]], out: Path, command: str) -> None:
     json_path = out / "speed.json"
     runs: dict[str, Any] = json.loads(json_path.read_text()) if json_path.exists() else {}
     for row in rows:
-        runs[f"{row['device']}|{'+'.join(row['modalities']) or 'id-only'}|{row['users']}"] = {
+        mods = "+".join(row["modalities"]) or "id-only"
+        key = f"{row['device']}|threads={row['torch_threads']}|{mods}|{row['users']}"
+        runs[key] = {
             **row,
             "command": command,
             "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -184,15 +186,19 @@ def write_results(rows: list[dict[str, Any]], out: Path, command: str) -> None:
     tmp.replace(json_path)
     cols = [
         ("device", "device"),
+        ("torch_threads", "torch threads"),
         ("modalities", "modalities"),
         ("users", "users"),
         ("train_samples", "train samples"),
         ("graph_build_ms_per_step", "graph ms/step"),
         ("model_step_ms", "model ms/step"),
         ("graph_build_share", "graph share"),
+        ("graph_build_cpu_share", "graph share (CPU time)"),
         ("train_samples_per_s", "train samples/s"),
         ("epoch_estimate_s", "epoch est. (s)"),
+        ("epoch_estimate_from_cpu_s", "epoch est. from CPU time (s)"),
         ("inference_users_per_s", "inference users/s"),
+        ("load_average_1min", "load avg"),
     ]
     lines = [
         "# MMSR speed (benchmarks/speed.py)",
@@ -201,7 +207,10 @@ def write_results(rows: list[dict[str, Any]], out: Path, command: str) -> None:
         "(c=30, k=3; speed depends on graph size, not on code meaning). Epoch estimate = cache build + "
         "train samples / samples/s (graph building and the step run serially here; the harness "
         "prefetches the next batch in a thread). Measured on a shared machine: other engineers' "
-        "jobs compete for the same 2 CPU cores, so CPU numbers are pessimistic.",
+        "jobs compete for the same 2 CPU cores (see load avg), so wall-clock CPU numbers are "
+        "pessimistic. 'From CPU time' uses process CPU seconds instead of wall time: an idle "
+        "machine needs at most about that long with one busy thread. Under contention two torch "
+        "threads are far slower than one (each parallel op waits for a descheduled peer thread).",
         "",
         "| " + " | ".join(title for _, title in cols) + " |",
         "|" + "---|" * len(cols),
