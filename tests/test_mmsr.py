@@ -175,3 +175,33 @@ def test_save_and_load_round_trip(data: SequenceData, tmp_path) -> None:  # noqa
     with torch.no_grad():
         torch.testing.assert_close(loaded(batch), m(batch))
     assert loaded.init_kwargs["modalities"] == ["image", "text"]
+
+
+def loss_under_autocast(m: MMSR, data: SequenceData, device: str, dtype: torch.dtype) -> torch.Tensor:
+    targets = some(data)
+    m.to(device).train()
+    batch = m.batch_to(m.prepare_samples(data, targets), torch.device(device))
+    with torch.autocast(device, dtype=dtype):
+        loss = m.calculate_loss(batch, torch.from_numpy(data.target_items(targets)).to(device))
+    loss.backward()
+    return loss
+
+
+def test_trains_under_cpu_autocast(data: SequenceData) -> None:
+    m = model(data)
+    assert torch.isfinite(loss_under_autocast(m, data, "cpu", torch.bfloat16))
+    assert m.code_emb["text"].weight.grad.abs().sum() > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_trains_on_cuda_with_mixed_precision(data: SequenceData) -> None:
+    m = model(data)
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    assert torch.isfinite(loss_under_autocast(m, data, "cuda", dtype))
+    with torch.no_grad():
+        m.eval()
+        cpu_batch = m.prepare(data.histories(some(data), m.max_len))
+        on_gpu = m(m.batch_to(cpu_batch, torch.device("cuda"))).cpu()
+        on_cpu = m.cpu()(cpu_batch)
+    torch.testing.assert_close(on_gpu, on_cpu, atol=1e-4, rtol=1e-4)
