@@ -6,7 +6,9 @@ MMSR step on CPU. Here one attention is two sparse products over a fixed pattern
 logits by SDDMM (``torch.sparse.sampled_addmm``: ``a[row] . b[col]`` only where an
 edge exists) and aggregation by SpMM (CSR matrix times dense values). Each is the
 other's backward, so both get hand-written autograd with a transposed pattern built
-once per batch. Computed in float32 (autocast leaves sparse kernels alone).
+once per batch. Computed in float32 (autocast is switched off around them). On CUDA the
+plain gather / index_add formulation is used instead: fast on GPUs, and the cuSPARSE
+kernels could not be exercised on the machines this was written on.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta 
 class Pattern:
     """Edges sorted by ``row`` as a CSR pattern of shape ``(n_rows, n_cols)`` plus its transpose."""
 
+    row: torch.Tensor
     crow: torch.Tensor
     col: torch.Tensor
     crow_t: torch.Tensor
@@ -36,6 +39,7 @@ class Pattern:
         """Pattern of edges ``rows[e] <- cols[e]``; ``rows`` must be sorted ascending."""
         perm_t = torch.argsort(cols, stable=True)
         return cls(
+            row=rows,
             crow=_crow(rows, n_rows),
             col=cols,
             crow_t=_crow(cols[perm_t], n_cols),
@@ -108,13 +112,25 @@ class _SDDMM(torch.autograd.Function):
         return grad_a, grad_b, None
 
 
+def use_gathers(t: torch.Tensor) -> bool:
+    """Plain gathers on GPUs, where they are fast and the cuSPARSE kernels are untested here."""
+    return t.is_cuda
+
+
 def spmm(pattern: Pattern, weights: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
     """``out[r] = sum over edges (r <- c) of weights_e * dense[c]``, shape ``[n_rows, d]``."""
     with torch.autocast(dense.device.type, enabled=False):
-        return _SpMM.apply(weights.float(), dense.float(), pattern)
+        weights, dense = weights.float(), dense.float()
+        if use_gathers(dense):
+            out = dense.new_zeros(pattern.n_rows, dense.shape[1])
+            return out.index_add_(0, pattern.row, weights.unsqueeze(-1) * dense[pattern.col])
+        return _SpMM.apply(weights, dense, pattern)
 
 
 def sddmm(pattern: Pattern, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``a[row_e] . b[col_e]`` for every edge ``e`` of ``pattern``, shape ``[E]``."""
     with torch.autocast(a.device.type, enabled=False):
-        return _SDDMM.apply(a.float(), b.float(), pattern)
+        a, b = a.float(), b.float()
+        if use_gathers(a):
+            return (a[pattern.row] * b[pattern.col]).sum(-1)
+        return _SDDMM.apply(a, b, pattern)

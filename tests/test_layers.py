@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from mmsr_model import sparse
 from mmsr_model.graph import GraphBatch, build_batch
 from mmsr_model.layers import HANLayer
 from mmsr_model.sparse import Pattern, sddmm, spmm
@@ -132,8 +133,12 @@ def test_unknown_switch_is_rejected() -> None:
         HANLayer(DIM, update="parallel")  # type: ignore[arg-type]
 
 
-def test_sparse_kernels_match_gather_reference_with_gradients() -> None:
-    """SDDMM/SpMM (hand-written backward) against the plain gather / index_add formulation."""
+@pytest.mark.parametrize("gathers", [False, True], ids=["sparse", "gather-path"])
+def test_sparse_kernels_match_gather_reference_with_gradients(
+    gathers: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SDDMM/SpMM (hand-written backward; gathers on CUDA) against the gather / index_add formulation."""
+    monkeypatch.setattr(sparse, "use_gathers", lambda t: gathers)
     g = torch.Generator().manual_seed(0)
     n_rows, n_cols, dim = 7, 5, 4
     rows = torch.randint(0, n_rows, (30,), generator=g).sort().values
