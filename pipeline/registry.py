@@ -9,6 +9,7 @@ are dropped, an unknown target counts as a miss).
 from __future__ import annotations
 
 import logging
+import os
 import re
 import tempfile
 from dataclasses import asdict, dataclass
@@ -56,8 +57,16 @@ def setup_mlflow(settings: Settings, dataset: str) -> str:
     uri = settings.tracking_uri
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    # MLflow also exports the URIs as environment variables, which Settings.tracking_uri
+    # would then prefer for every later home in this process: keep the environment as it was
+    saved = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
     name = registered_name(dataset)
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is None:

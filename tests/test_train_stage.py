@@ -125,6 +125,8 @@ def test_run_is_logged_registered_and_promoted(trained: tuple) -> None:
     assert float(tags["challenger_valid_ndcg_at_10"]) == pytest.approx(report.promotion["challenger_value"])
     # the gate's pyfunc evaluation on external ids agrees with the library's own evaluation
     assert report.promotion["challenger_value"] == pytest.approx(report.val["ndcg_at_10"], abs=1e-6)
+    # MLflow's exported URI must not leak into later Settings of this process (other homes)
+    assert "MLFLOW_TRACKING_URI" not in os.environ and "MLFLOW_REGISTRY_URI" not in os.environ
     # everything under MMSR_HOME: no ./mlruns in the working directory
     assert not any(workdir.iterdir())
     assert (settings.mlflow_artifacts / "tiny").is_dir()
