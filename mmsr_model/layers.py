@@ -91,10 +91,16 @@ class HANLayer(nn.Module):
         logits = sddmm(batch.hetero_agg, q, k) / math.sqrt(self.dim)
         return _aggregate(logits, values, batch.hetero_agg, batch.hetero_index[1], self.attn_dropout)
 
-    def forward(self, h: torch.Tensor, batch: GraphBatch) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, batch: GraphBatch, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """New states of all nodes, or only of ``rows`` (the readout nodes of a last layer).
+
+        Restricting to ``rows`` gives exactly those rows of the full output but skips the
+        gate and the layer norm for every other node.
+        """
         values = self.w_v(h, batch.type_counts)
         if self.update == "sync":
-            return self.norm(h + self.homogeneous(h, h, batch) + self.heterogeneous(h, values, batch))
+            out = h + self.homogeneous(h, h, batch) + self.heterogeneous(h, values, batch)
+            return self.norm(out if rows is None else out[rows])
         invasive = self.fusion == "invasive"
         # path A: sequential first, then cross-modal attention from the updated states
         h_a = h + self.homogeneous(h, h, batch)
@@ -103,6 +109,8 @@ class HANLayer(nn.Module):
         # path B: cross-modal first, then sequential attention from the updated states
         h_b = h + self.heterogeneous(h, values, batch)
         out_b = h_b + self.homogeneous(h_b, h_b if invasive else h, batch)
+        if rows is not None:
+            out_a, out_b = out_a[rows], out_b[rows]
         paths = torch.stack([out_a, out_b], dim=1)  # [N, 2, d]
         weights = self._gate_weights(self.gate_mlp(paths).squeeze(-1).float())
         return self.norm((weights.unsqueeze(-1).to(paths.dtype) * paths).sum(1))

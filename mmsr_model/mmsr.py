@@ -231,14 +231,16 @@ class MMSR(SequentialRecommender):
 
     def forward(self, batch: GraphBatch) -> torch.Tensor:
         h = self._node_states(batch)
-        for layer in self.layers:
-            h = layer(self.dropout(h), batch)
-        if self.readout == "last":
-            return h[batch.last_node]
         n_item = batch.type_counts[0]
+        # the last layer only computes the nodes the readout uses
+        readout_rows = batch.last_node if self.readout == "last" else torch.arange(n_item, device=h.device)
+        for i, layer in enumerate(self.layers):
+            h = layer(self.dropout(h), batch, rows=readout_rows if i == len(self.layers) - 1 else None)
+        if self.readout == "last":
+            return h
         sample = batch.node_sample[:n_item]
         total = torch.zeros(batch.num_graphs, h.shape[1], dtype=h.dtype, device=h.device)
-        total.index_add_(0, sample, h[:n_item])
+        total.index_add_(0, sample, h)
         return total / torch.bincount(sample, minlength=batch.num_graphs).clamp_min(1).unsqueeze(-1)
 
     def item_embeddings(self) -> torch.Tensor:

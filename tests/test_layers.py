@@ -156,3 +156,11 @@ def test_sparse_kernels_match_gather_reference_with_gradients(
     ref = torch.autograd.grad((ref_logits.sin().sum() + ref_out.square().sum()), (a, b, w))
     for got, want in zip(grads, ref, strict=True):
         torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("update", ["async", "sync"])
+def test_restricting_to_readout_rows_gives_those_rows(batch: GraphBatch, update: str) -> None:
+    lay = layer(update=update)
+    h = states(batch)
+    rows = batch.last_node
+    torch.testing.assert_close(lay(h, batch, rows=rows), lay(h, batch)[rows])
