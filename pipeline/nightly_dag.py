@@ -16,12 +16,14 @@ processor parses this in well under 2 s (tested).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from airflow.sdk import DAG, Asset, Param, dag, get_current_context, task
 
 from pipeline.config import Settings
+from pipeline.errors import PipelineError
 from pipeline.orchestration import resolve_run_date
 
 DAG_ID_PREFIX = "mmsr_nightly_"
@@ -55,44 +57,34 @@ def recommendations_asset(settings: Settings, dataset: str) -> Asset:
     return Asset(name=f"mmsr_{dataset}_recommendations", uri=folder.as_uri(), group="mmsr")
 
 
-def _stage(stage: str, dataset: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run a stage in a fresh interpreter with the worker's current settings."""
+def _fail_fast(run: Callable[[Settings], dict[str, Any]]) -> dict[str, Any]:
+    """Call ``run`` with the worker's current settings; a ``PipelineError`` fails the task without retries."""
     from airflow.sdk.exceptions import AirflowFailException
 
     from pipeline.config import load_settings
-    from pipeline.errors import PipelineError
-    from pipeline.orchestration import run_stage_isolated
 
     try:
-        return run_stage_isolated(load_settings(), stage, dataset, args)
-    except PipelineError as exc:  # bad input: fail now, a retry would fail the same way
+        return run(load_settings())
+    except PipelineError as exc:  # bad input: a retry would fail the same way
         raise AirflowFailException(str(exc)) from exc
+
+
+def _stage(stage: str, dataset: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
+    from pipeline.orchestration import run_stage_isolated
+
+    return _fail_fast(lambda settings: run_stage_isolated(settings, stage, dataset, args))
 
 
 def _shard_stage(stage: str, dataset: str, shard: int, shards: int, args: dict[str, Any]) -> dict[str, Any]:
-    from airflow.sdk.exceptions import AirflowFailException
-
-    from pipeline.config import load_settings
-    from pipeline.errors import PipelineError
     from pipeline.sharding import run_shard
 
-    try:
-        return run_shard(load_settings(), stage, dataset, shard, shards, args)
-    except PipelineError as exc:
-        raise AirflowFailException(str(exc)) from exc
+    return _fail_fast(lambda settings: run_shard(settings, stage, dataset, shard, shards, args))
 
 
 def _combine(stage: str, dataset: str, shards: int, args: dict[str, Any]) -> dict[str, Any]:
-    from airflow.sdk.exceptions import AirflowFailException
-
-    from pipeline.config import load_settings
-    from pipeline.errors import PipelineError
     from pipeline.sharding import combine_shards
 
-    try:
-        return combine_shards(load_settings(), stage, dataset, shards, args)
-    except PipelineError as exc:
-        raise AirflowFailException(str(exc)) from exc
+    return _fail_fast(lambda settings: combine_shards(settings, stage, dataset, shards, args))
 
 
 def _run_date() -> str:
