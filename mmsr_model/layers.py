@@ -11,6 +11,7 @@ matrix products on slices.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -33,12 +34,55 @@ class TypedLinear(nn.Module):
         return torch.cat([lin(part) for lin, part in zip(self.maps, x.split(type_counts), strict=True)])
 
 
+@dataclass
+class AttentionEdges:
+    """The edges of one attention kind into ``n_dst`` destination rows, sorted by destination.
+
+    ``logit`` is the SDDMM pattern (for the homogeneous attention its rows are
+    ``dst * len(HOMO_RELATIONS) + rel``, one per relation vector), ``agg`` the SpMM one.
+    """
+
+    logit: Pattern
+    agg: Pattern
+    dst: torch.Tensor
+    n_dst: int
+
+    @classmethod
+    def of_batch(cls, batch: GraphBatch) -> tuple[AttentionEdges, AttentionEdges]:
+        """Homogeneous and heterogeneous edges into every node."""
+        n = batch.num_nodes
+        return (
+            cls(batch.homo_logit, batch.homo_agg, batch.homo_index[1], n),
+            cls(batch.hetero_agg, batch.hetero_agg, batch.hetero_index[1], n),
+        )
+
+    @classmethod
+    def into_rows(cls, batch: GraphBatch, rows: torch.Tensor) -> tuple[AttentionEdges, AttentionEdges]:
+        """Homogeneous and heterogeneous edges into ``rows`` only (destination i = ``rows[i]``)."""
+        n, n_rel = batch.num_nodes, len(HOMO_RELATIONS)
+        position = torch.full((n,), -1, dtype=torch.long, device=rows.device)
+        position[rows] = torch.arange(len(rows), device=rows.device)
+
+        def restrict(index: torch.Tensor, rel: torch.Tensor | None) -> AttentionEdges:
+            src, dst = index[0], position[index[1]]
+            keep = dst >= 0
+            src, dst = src[keep], dst[keep]
+            key = dst if rel is None else dst * n_rel + rel[keep]
+            order = torch.argsort(key, stable=True)
+            src, dst, key = src[order], dst[order], key[order]
+            agg = Pattern.from_sorted(dst, src, len(rows), n)
+            logit = agg if rel is None else Pattern.from_sorted(key, src, len(rows) * n_rel, n)
+            return cls(logit, agg, dst, len(rows))
+
+        return restrict(batch.homo_index, batch.homo_rel), restrict(batch.hetero_index, None)
+
+
 def _aggregate(
-    logits: torch.Tensor, values: torch.Tensor, pattern: Pattern, dst: torch.Tensor, dropout: nn.Dropout
+    logits: torch.Tensor, values: torch.Tensor, edges: AttentionEdges, dropout: nn.Dropout
 ) -> torch.Tensor:
     """Softmax of ``logits`` over each destination's incoming edges, then sum of weighted values."""
-    alpha = dropout(segment_softmax(logits.float(), dst, num_nodes=values.shape[0]))
-    return spmm(pattern, alpha, values)
+    alpha = dropout(segment_softmax(logits.float(), edges.dst, num_nodes=edges.n_dst))
+    return spmm(edges.agg, alpha, values)
 
 
 class HANLayer(nn.Module):
@@ -81,36 +125,51 @@ class HANLayer(nn.Module):
 
     def homogeneous(self, x: torch.Tensor, values: torch.Tensor, batch: GraphBatch) -> torch.Tensor:
         """Content attention e_ij = LeakyReLU(a_r . (x_i * x_j)) over self/out/in/both edges."""
-        x_a = (x.unsqueeze(1) * self.a_homo.to(x.dtype)).reshape(-1, x.shape[1])  # row i*R + r = x_i * a_r
-        logits = F.leaky_relu(sddmm(batch.homo_logit, x_a, x), 0.2)
-        return _aggregate(logits, values, batch.homo_agg, batch.homo_index[1], self.attn_dropout)
+        return self._homogeneous(x, x, values, AttentionEdges.of_batch(batch)[0])
 
     def heterogeneous(self, x: torch.Tensor, values: torch.Tensor, batch: GraphBatch) -> torch.Tensor:
         """Key-value attention (q_i . k_j) / sqrt(d) over self + cross-modal edges."""
         q, k = self.w_q(x, batch.type_counts), self.w_k(x, batch.type_counts)
-        logits = sddmm(batch.hetero_agg, q, k) / math.sqrt(self.dim)
-        return _aggregate(logits, values, batch.hetero_agg, batch.hetero_index[1], self.attn_dropout)
+        return self._heterogeneous(q, k, values, AttentionEdges.of_batch(batch)[1])
+
+    def _homogeneous(
+        self, x_dst: torch.Tensor, x_src: torch.Tensor, values: torch.Tensor, edges: AttentionEdges
+    ) -> torch.Tensor:
+        x_a = (x_dst.unsqueeze(1) * self.a_homo.to(x_dst.dtype)).reshape(-1, x_dst.shape[1])  # row i*R+r
+        logits = F.leaky_relu(sddmm(edges.logit, x_a, x_src), 0.2)
+        return _aggregate(logits, values, edges, self.attn_dropout)
+
+    def _heterogeneous(
+        self, q: torch.Tensor, k: torch.Tensor, values: torch.Tensor, edges: AttentionEdges
+    ) -> torch.Tensor:
+        logits = sddmm(edges.logit, q, k) / math.sqrt(self.dim)
+        return _aggregate(logits, values, edges, self.attn_dropout)
 
     def forward(self, h: torch.Tensor, batch: GraphBatch, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """New states of all nodes, or only of ``rows`` (the readout nodes of a last layer).
+        """New states of all nodes, or only of ``rows`` (ITEM nodes: the readout of a last layer).
 
-        Restricting to ``rows`` gives exactly those rows of the full output but skips the
-        gate and the layer norm for every other node.
+        Restricting to ``rows`` gives exactly those rows of the full output, but the second
+        phases, the gate and the layer norm run for those rows only.
         """
         values = self.w_v(h, batch.type_counts)
         if self.update == "sync":
             out = h + self.homogeneous(h, h, batch) + self.heterogeneous(h, values, batch)
             return self.norm(out if rows is None else out[rows])
         invasive = self.fusion == "invasive"
-        # path A: sequential first, then cross-modal attention from the updated states
-        h_a = h + self.homogeneous(h, h, batch)
+        # first phases on every node: the second phases read them as neighbour states
+        h_a = h + self.homogeneous(h, h, batch)  # path A: sequential first
+        h_b = h + self.heterogeneous(h, values, batch)  # path B: cross-modal first
         values_a = self.w_v(h_a, batch.type_counts) if invasive else values
-        out_a = h_a + self.heterogeneous(h_a, values_a, batch)
-        # path B: cross-modal first, then sequential attention from the updated states
-        h_b = h + self.heterogeneous(h, values, batch)
-        out_b = h_b + self.homogeneous(h_b, h_b if invasive else h, batch)
-        if rows is not None:
-            out_a, out_b = out_a[rows], out_b[rows]
+        values_b = h_b if invasive else h
+        if rows is None:
+            out_a = h_a + self.heterogeneous(h_a, values_a, batch)
+            out_b = h_b + self.homogeneous(h_b, values_b, batch)
+        else:
+            homo_edges, hetero_edges = AttentionEdges.into_rows(batch, rows)
+            q = self.w_q.maps[NODE_TYPES.index("item")](h_a[rows])
+            k = self.w_k(h_a, batch.type_counts)
+            out_a = h_a[rows] + self._heterogeneous(q, k, values_a, hetero_edges)
+            out_b = h_b[rows] + self._homogeneous(h_b[rows], h_b, values_b, homo_edges)
         paths = torch.stack([out_a, out_b], dim=1)  # [N, 2, d]
         weights = self._gate_weights(self.gate_mlp(paths).squeeze(-1).float())
         return self.norm((weights.unsqueeze(-1).to(paths.dtype) * paths).sum(1))

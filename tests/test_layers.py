@@ -76,12 +76,12 @@ def test_second_phase_of_each_path_depends_on_the_first(batch: GraphBatch, fusio
     h = states(batch)
     base = Recorder(lay := layer(fusion=fusion))
     lay(h, batch)
-    # call order: A1 homogeneous, A2 heterogeneous, B1 heterogeneous, B2 homogeneous
+    # call order: A1 homogeneous, B1 heterogeneous, A2 heterogeneous, B2 homogeneous
     path_a = Recorder(lay := layer(fusion=fusion), perturb=("homogeneous", 0))
     lay(h, batch)
-    assert not torch.allclose(path_a.calls["heterogeneous"][0], base.calls["heterogeneous"][0], atol=1e-5)
-    assert torch.allclose(path_a.calls["heterogeneous"][1], base.calls["heterogeneous"][1])
-    path_b = Recorder(lay := layer(fusion=fusion), perturb=("heterogeneous", 1))
+    assert not torch.allclose(path_a.calls["heterogeneous"][1], base.calls["heterogeneous"][1], atol=1e-5)
+    assert torch.allclose(path_a.calls["heterogeneous"][0], base.calls["heterogeneous"][0])
+    path_b = Recorder(lay := layer(fusion=fusion), perturb=("heterogeneous", 0))
     lay(h, batch)
     assert not torch.allclose(path_b.calls["homogeneous"][1], base.calls["homogeneous"][1], atol=1e-5)
     assert torch.allclose(path_b.calls["homogeneous"][0], base.calls["homogeneous"][0])
