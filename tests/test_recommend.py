@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from rich.console import Console
-from tiny_warehouse import register_untrained, tiny_settings, write_tiny_warehouse
+from tiny_warehouse import TINY_MODEL, register_untrained, tiny_settings, write_tiny_warehouse
 from typer.testing import CliRunner
 
 from pipeline.cli import app
@@ -165,3 +165,28 @@ def test_block_table_drops_masked_slots() -> None:
         ("u1", 3, "a"),
         ("u2", 1, "c"),
     ]
+
+
+@pytest.mark.shared_data
+def test_real_gift_cards_train_recommend_show(shared_data: Path, mmsr_home: Path) -> None:
+    """Real Amazon 2018 Gift Cards through extract -> train (ID-only, no codes) -> recommend -> show."""
+    from pipeline.extract import run_extract
+    from pipeline.train import run_train
+
+    folder = shared_data / "amazon2018" / "gift_cards"
+    settings = tiny_settings(mmsr_home, baselines=[], model=TINY_MODEL | {"max_epochs": 2})
+    run_extract(
+        settings, "gift", "amazon2018", folder / "Gift_Cards_5.json.gz", folder / "meta_Gift_Cards.json.gz"
+    )
+    trained = run_train(settings, "gift")
+    assert trained.promotion["promoted"] and trained.promotion["challenger_value"] == pytest.approx(
+        trained.val["ndcg_at_10"], abs=1e-6
+    )
+    report = run_recommend(settings, "gift", TODAY, 10)
+    index, sequences = load_histories(settings, "gift")
+    assert report.users == len(index.user_ids) == len(sequences) and report.rows == 10 * report.users
+    rows = pq.read_table(partition_dir(settings, "gift", TODAY)).to_pylist()
+    assert {r["item_id"] for r in rows} <= set(index.item_ids.tolist())
+    console = Console(record=True, width=250)
+    show_user(settings, "gift", rows[0]["user_id"], 5, console=console)
+    assert "Gift Card" in console.export_text()
