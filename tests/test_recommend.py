@@ -109,6 +109,28 @@ def test_kill_mid_write_keeps_yesterday_and_todays_good_output(champion: Setting
     assert pq.read_table(partition_dir(champion, "tiny", TODAY)).num_rows == 60 * 7
 
 
+def test_exception_mid_write_keeps_outputs_and_cleans_staging(
+    champion: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pipeline.recommend as recommend
+
+    run_recommend(champion, "tiny", TODAY, 5)
+    before = (partition_dir(champion, "tiny", TODAY) / "part-0.parquet").read_bytes()
+    real, calls = recommend._block_table, []
+
+    def failing(*args: object) -> object:
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("disk full")
+        return real(*args)
+
+    monkeypatch.setattr(recommend, "_block_table", failing)
+    with pytest.raises(RuntimeError, match="disk full"):
+        run_recommend(champion, "tiny", TODAY, 9)
+    assert (partition_dir(champion, "tiny", TODAY) / "part-0.parquet").read_bytes() == before
+    assert not list((champion.dataset_dir("tiny") / ".staging").iterdir())
+
+
 def test_no_champion_is_a_clear_error_and_writes_nothing(mmsr_home: Path) -> None:
     settings = tiny_settings(mmsr_home)
     root = write_tiny_warehouse(settings)
