@@ -3,7 +3,8 @@
 The slowest test of the suite, so all runs share one module-scoped fixture:
 1. a full run for 2024-05-01 (every task, tiny model: hidden 16, 2 epochs, Pop baseline);
 2. a rerun for the same date of the data tasks (extract, recommend, publish; the model
-   tasks are marked done, their output is already in MLflow) -> same tables, same rows;
+   tasks are marked done, their output is already in MLflow), this time with recommend
+   fanned out over 2 shards -> same tables, same rows, one partition;
 3. a run for 2024-05-02 with a corrupt reviews file -> extract fails with the extract
    stage's clear message, nothing downstream runs, the previous tables are untouched.
 Each run is ``python -m pipeline.airflow_local`` in a fresh interpreter, because Airflow
@@ -44,7 +45,7 @@ TABLES = ("interactions", "items", "user_index", "item_index", "sequences", "spl
 pytestmark = pytest.mark.slow
 
 
-def _env(home: Path) -> dict[str, str]:
+def _env(home: Path, **extra: str) -> dict[str, str]:
     env = {
         **os.environ,
         "MMSR_HOME": str(home),
@@ -58,16 +59,17 @@ def _env(home: Path) -> dict[str, str]:
         "MMSR_CODES_C": "4",
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
+        **extra,
     }
     env.pop("MLFLOW_TRACKING_URI", None)
     return env
 
 
-def _run(home: Path, day: str, *extra: str) -> dict:
+def _run(home: Path, day: str, *extra: str, shards: int = 1) -> dict:
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "pipeline.airflow_local", "demo", day, *extra],
-        env=_env(home),
+        env=_env(home, MMSR_SHARDS=str(shards)),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -105,7 +107,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     result: dict = {"home": home}
     result["first"] = _run(home, DAY)
     result["first_rows"] = _recommendation_rows(home, DAY)
-    result["rerun"] = _run(home, DAY, "--mark-success", "embed_.*|codes|train|promote")
+    result["rerun"] = _run(home, DAY, "--mark-success", "embed_.*|codes|train|promote", shards=2)
     result["rerun_rows"] = _recommendation_rows(home, DAY)
     result["before_failure"] = _snapshot(home)
     with gzip.open(raw / "reviews.json.gz", "wt") as corrupt:
@@ -136,8 +138,21 @@ def test_every_task_succeeds_and_recommendations_are_queryable(runs: dict) -> No
 def test_rerun_for_the_same_date_is_idempotent(runs: dict) -> None:
     rerun = runs["rerun"]
     assert rerun["rc"] == 0, rerun["output"][-5000:]
-    assert rerun["summary"]["task_states"] == dict.fromkeys(TASKS, "success")
-    assert set(rerun["summary"]["reports"]) == {"extract", "recommend", "publish_analytics"}
+    shards = {"recommend_shard[0]", "recommend_shard[1]"}
+    assert set(rerun["summary"]["task_states"]) >= TASKS | shards
+    assert set(rerun["summary"]["task_states"].values()) == {"success"}
+    assert set(rerun["summary"]["reports"]) == {
+        "extract",
+        "recommend_shard",
+        "recommend",
+        "publish_analytics",
+    }
+    assert rerun["summary"]["reports"]["recommend"] == {
+        "run_date": DAY,
+        "rows": runs["first_rows"],
+        "shards": 2,
+        "path": str(runs["home"] / "warehouse" / "demo" / "recommendations" / f"run_date={DAY}"),
+    }
     assert runs["rerun_rows"] == runs["first_rows"]
     assert len(list((runs["home"] / "warehouse" / "demo" / "recommendations").iterdir())) == 1
 
