@@ -114,3 +114,27 @@ def test_embed_shards_merge_in_items_order_and_refuse_gaps(mmsr_home: Path) -> N
     with pytest.raises(PipelineError, match="did not finish"):
         combine_shards(settings, "embed", "d", 3, {"modality": "text"})
     assert pq.read_table(ds / "embeddings" / "text.parquet").num_rows == 12
+
+
+def test_nightly_without_airflow_runs_the_dag_order_and_passes_the_version(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[tuple[str, dict]] = []
+
+    def fake_stage(settings: object, stage: str, dataset: str, args: dict) -> dict:
+        calls.append((stage, args))
+        return {"model_version": 7} if stage == "train" else {"stage": stage}
+
+    monkeypatch.setattr("pipeline.nightly.run_stage", fake_stage)
+    from pipeline.nightly import run_nightly
+
+    report = run_nightly(load_settings(), "d", date(2024, 5, 1))
+    assert [stage for stage, _ in calls] == [
+        "extract", "embed", "embed", "codes", "train", "promote", "recommend", "publish",
+    ]  # fmt: skip
+    assert calls[1][1] == {"modality": "text"} and calls[2][1] == {"modality": "image"}
+    assert calls[4][1] == {"promote": False} and calls[5][1] == {"version": 7}
+    assert calls[6][1] == {"run_date": "2024-05-01"}
+    assert list(report.to_dict()["stages"]) == [
+        "extract", "embed_text", "embed_image", "codes", "train", "promote", "recommend", "publish_analytics",
+    ]  # fmt: skip
