@@ -8,16 +8,9 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-ITEMS_SCHEMA = pa.schema(
-    [
-        ("item_id", pa.string()),
-        ("title", pa.string()),
-        ("brand", pa.string()),
-        ("categories", pa.list_(pa.string())),
-        ("description", pa.string()),
-        ("image_ref", pa.string()),
-    ]
-)
+from pipeline.extract.staging import META_SCHEMA
+
+ITEMS_SCHEMA = META_SCHEMA  # items.parquet has exactly the staged meta columns
 
 
 def item(
