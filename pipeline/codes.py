@@ -24,8 +24,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.atomic import write_parquet_atomic
 from pipeline.config import Settings
-from pipeline.embed.store import read_vectors, vector_column, write_parquet_atomic
+from pipeline.embed.store import read_vectors, vector_column
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)

@@ -7,13 +7,13 @@ decision. Each write replaces the whole (small) file atomically.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.atomic import write_parquet_atomic
 from pipeline.config import Settings
 
 
@@ -37,6 +37,4 @@ def upsert_model_run(settings: Settings, dataset: str, model_version: int, field
     columns = list(dict.fromkeys(key for r in rows for key in r))
     table = pa.Table.from_pylist([{c: r.get(c) for c in columns} for r in rows])
     path = model_runs_path(settings, dataset)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    write_parquet_atomic(table, path)

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.atomic import write_parquet_atomic
 from pipeline.config import Settings
 from pipeline.errors import PipelineError
 from pipeline.orchestration import run_stage_isolated
@@ -57,20 +58,16 @@ def shard_settings(settings: Settings, dataset: str, tag: str, shard: int, shard
     return Settings(**values)
 
 
-def _write(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-
-
 def _slice_items(source: Path, target: Path, shard: int, shards: int, modality: str) -> None:
     items = pq.read_table(source / "items.parquet")
-    _write(items.filter(pa.array(shard_of(items["item_id"], shards) == shard)), target / "items.parquet")
+    write_parquet_atomic(
+        items.filter(pa.array(shard_of(items["item_id"], shards) == shard)), target / "items.parquet"
+    )
     previous = source / "embeddings" / f"{modality}.parquet"
     if previous.is_file():  # keeps the stage's incremental cache working per shard
         (target / "embeddings").mkdir(exist_ok=True)
         table = pq.read_table(previous)
-        _write(
+        write_parquet_atomic(
             table.filter(pa.array(shard_of(table["item_id"], shards) == shard)),
             target / "embeddings" / previous.name,
         )
@@ -81,7 +78,7 @@ def _slice_users(source: Path, target: Path, shard: int, shards: int) -> None:
     index = index.filter(pa.array(shard_of(index["user_id"], shards) == shard)).sort_by("user_idx")
     old = index["user_idx"].to_numpy()
     remap = pa.array(np.arange(len(old), dtype=np.int32))
-    _write(
+    write_parquet_atomic(
         index.set_column(index.schema.get_field_index("user_idx"), "user_idx", remap),
         target / "user_index.parquet",
     )
@@ -90,7 +87,9 @@ def _slice_users(source: Path, target: Path, shard: int, shards: int) -> None:
         table = table.filter(pc.is_in(table["user_idx"], value_set=pa.array(old)))
         new_idx = np.searchsorted(old, table["user_idx"].to_numpy())
         column = pa.array(new_idx.astype(np.int32))
-        _write(table.set_column(table.schema.get_field_index("user_idx"), "user_idx", column), target / name)
+        write_parquet_atomic(
+            table.set_column(table.schema.get_field_index("user_idx"), "user_idx", column), target / name
+        )
 
 
 def prepare_workspace(
@@ -156,7 +155,7 @@ def _combine_embed(settings: Settings, dataset: str, shards: int, modality: str)
         raise PipelineError(f"embed shards of {dataset!r} lack {order.null_count} item(s) of items.parquet")
     out_dir = settings.dataset_dir(dataset) / "embeddings"
     out_dir.mkdir(exist_ok=True)
-    _write(merged.take(order), out_dir / f"{modality}.parquet")
+    write_parquet_atomic(merged.take(order), out_dir / f"{modality}.parquet")
     return {"modality": modality, "rows": len(items), "shards": shards}
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.atomic import write_parquet_atomic
 from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
@@ -56,17 +56,6 @@ class Embeddings:
 
     def missing_counts(self) -> dict[str, int]:
         return dict(sorted(Counter(m for m in self.missing if m is not None).items()))
-
-
-def write_parquet_atomic(table: pa.Table, path: Path) -> None:
-    """Write to a temporary sibling then rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def vector_column(vectors: np.ndarray, present: np.ndarray) -> pa.ListArray:
