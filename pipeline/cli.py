@@ -123,7 +123,9 @@ def train(
 @app.command()
 def recommend(
     dataset: DatasetOpt,
-    run_date: Annotated[str | None, typer.Option(help="Partition date YYYY-MM-DD (default: today, UTC).")] = None,
+    run_date: Annotated[
+        str | None, typer.Option(help="Partition date YYYY-MM-DD (default: today, UTC).")
+    ] = None,
     k: Annotated[int | None, typer.Option(help="Recommendations per user.")] = None,
     publish: Annotated[bool, typer.Option(help="Then rebuild MMSR_HOME/analytics.duckdb.")] = True,
     config: ConfigOpt = None,
@@ -175,7 +177,9 @@ def show(
 @app.command()
 def nightly(
     dataset: DatasetOpt,
-    run_date: Annotated[str | None, typer.Option(help="Partition date YYYY-MM-DD (default: today, UTC).")] = None,
+    run_date: Annotated[
+        str | None, typer.Option(help="Partition date YYYY-MM-DD (default: today, UTC).")
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Run every stage for one configured dataset without Airflow."""

