@@ -26,7 +26,14 @@ DatasetOpt = Annotated[str, typer.Option("--dataset", help="Dataset name under M
 
 
 def _settings(config: Path | None) -> Settings:
-    settings = load_settings(config)
+    from pydantic import ValidationError
+
+    try:
+        settings = load_settings(config)
+    except (ValidationError, FileNotFoundError) as exc:
+        setup_logging()
+        log.error("invalid settings (config file %s or MMSR_* variables): %s", config, exc)
+        raise typer.Exit(code=1) from exc
     setup_logging(settings.log_level)
     return settings
 

@@ -22,6 +22,8 @@ from pydantic_settings import (
 )
 
 ImageBackend = Literal["open_clip", "timm"]
+#: metric names as mmsr_model reports them: hr_at_10, mrr_at_5, ndcg_at_20 ...
+METRIC_PATTERN = r"^(hr|mrr|ndcg)_at_[1-9][0-9]*$"
 SplitKind = Literal["loo", "ratio"]
 
 
@@ -46,7 +48,9 @@ class ModelSettings(BaseModel):
     )
     gate: Literal["soft", "hard"] = Field("soft", description="update-gate kind")
     readout: Literal["last", "mean"] = Field("last", description="sequence readout")
-    eval_metric: str = Field("ndcg_at_10", description="validation metric for early stopping")
+    eval_metric: str = Field(
+        "ndcg_at_10", pattern=METRIC_PATTERN, description="validation metric for early stopping"
+    )
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu' or 'cuda[:N]'")
 
 
@@ -101,7 +105,9 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = Field(
         None, description="defaults to sqlite:///<home>/mlflow/mlflow.db; MLFLOW_TRACKING_URI also wins"
     )
-    promotion_metric: str = Field("ndcg_at_10", description="validation metric the champion gate compares")
+    promotion_metric: str = Field(
+        "ndcg_at_10", pattern=METRIC_PATTERN, description="validation metric the champion gate compares"
+    )
     promotion_margin: float = Field(
         0.0, ge=0, description="how much the challenger must beat the champion by"
     )

@@ -22,3 +22,23 @@ def test_everything_written_lives_under_home(mmsr_home: Path) -> None:
     for path in (settings.warehouse, settings.analytics_db, settings.cache_dir, settings.airflow_home):
         assert mmsr_home in path.parents
     assert str(mmsr_home.resolve()) in settings.tracking_uri
+
+
+def test_unknown_metric_is_refused_by_the_cli_with_one_clear_line(monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    monkeypatch.setenv("MMSR_PROMOTION_METRIC", "auc")
+    result = CliRunner().invoke(app, ["codes", "--dataset", "nothing"])
+    assert result.exit_code == 1
+    assert isinstance(result.exception, SystemExit)  # a handled exit, not a ValidationError traceback
+
+
+def test_metric_names_are_validated(monkeypatch) -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="eval_metric"):
+        load_settings(model={"eval_metric": "ndcg@10"})
+    assert load_settings(model={"eval_metric": "mrr_at_5"}).model.eval_metric == "mrr_at_5"
