@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.atomic import write_parquet_atomic
 from pipeline.config import load_settings
 from pipeline.errors import PipelineError
 from pipeline.orchestration import StageCrashed, dataset_configs, resolve_run_date, run_stage_isolated
@@ -53,8 +54,7 @@ def test_isolated_stage_crash_is_not_a_pipeline_error(tmp_path: Path) -> None:
 
 
 def _write(table: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table(table), path)
+    write_parquet_atomic(pa.table(table), path)
 
 
 def test_recommend_shards_redensify_users_and_combine_atomically(mmsr_home: Path) -> None:

@@ -11,18 +11,17 @@ from datetime import date
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 from rich.console import Console
 
 from pipeline.airflow_local import DagRunSummary
 from pipeline.analytics import publish_analytics
+from pipeline.atomic import write_parquet_atomic
 from pipeline.config import load_settings
 from pipeline.demo import _print_summary
 
 
 def _write(table: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table(table), path)
+    write_parquet_atomic(pa.table(table), path)
 
 
 def test_summary_shows_metrics_registry_and_titled_samples(mmsr_home: Path) -> None:
