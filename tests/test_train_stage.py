@@ -146,7 +146,11 @@ def test_trained_model_beats_popularity_on_the_chain_signal(trained: tuple) -> N
 @pytest.mark.slow
 def test_failed_training_never_touches_champion(trained: tuple) -> None:
     settings, _, _ = trained
-    broken = tiny_settings(settings.home, model=settings.model.model_dump() | {"eval_metric": "bogus_at_10"})
+    # Settings reject an unknown metric up front; model_copy skips validation so the
+    # failure happens inside the MLflow run, as an error deep in training would.
+    broken = settings.model_copy(
+        update={"model": settings.model.model_copy(update={"eval_metric": "bogus_at_10"})}
+    )
     with pytest.raises(ValueError, match="bogus"):
         run_train(broken, "tiny")
     client = MlflowClient(settings.tracking_uri)
