@@ -31,6 +31,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,6 +65,7 @@ class Result:
     best_val: float
     train_seconds: float
     n_train: int
+    stop: str  # "patience", "budget" (time budget spent) or "max epochs"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -77,6 +79,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--max-epochs", type=int, default=FULL_EPOCHS)
     p.add_argument("--patience", type=int, default=8)
+    p.add_argument(
+        "--time-budget-min",
+        type=float,
+        default=None,
+        help="per model: stop after the epoch that passes this many minutes (CPU runs); marked in the table",
+    )
     p.add_argument("--max-train-samples", type=int, default=None, help="seeded subsample of train targets")
     p.add_argument("--sample", type=int, default=None, help="use only the first N users (CI-sized run)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
@@ -136,7 +144,9 @@ def build_data(args: argparse.Namespace, home: Path, split: str, needs_text: boo
     return settings, data
 
 
-def run_split(args: argparse.Namespace, home: Path, split: str) -> list[Result]:
+def run_split(
+    args: argparse.Namespace, home: Path, split: str, on_result: Callable[[Result], None]
+) -> list[Result]:
     from mmsr_model.evaluation import evaluate
     from mmsr_model.training import train
     from pipeline.train import train_config
@@ -157,6 +167,7 @@ def run_split(args: argparse.Namespace, home: Path, split: str) -> list[Result]:
             max_train_samples=args.max_train_samples,
             device=args.device,
             seed=args.seed,
+            time_budget_s=None if args.time_budget_min is None else 60 * args.time_budget_min,
         )
         log.info("%s / %s: %s", split, label, config)
         model, history = train(config, data)
@@ -171,10 +182,18 @@ def run_split(args: argparse.Namespace, home: Path, split: str) -> list[Result]:
                 best_val=history.best_val.get(config.eval_metric, float("nan")),
                 train_seconds=history.seconds,
                 n_train=history.n_train_samples,
+                stop=stop_reason(history),
             )
         )
+        on_result(results[-1])
         log.info("%s / %s test: %s", split, label, {k: round(v, 4) for k, v in test.items()})
     return results
+
+
+def stop_reason(history: Any) -> str:
+    if history.stopped_early:
+        return "patience"
+    return "budget" if history.stopped_by_budget else "max epochs"
 
 
 def is_smoke(args: argparse.Namespace) -> bool:
@@ -192,6 +211,12 @@ def render(args: argparse.Namespace, results: list[Result], wall: float, command
             "end to end.",
             "",
         ]
+    if any(r.stop == "budget" for r in results):
+        lines += [
+            f"> **Time budget:** rows marked `budget` stopped after {args.time_budget_min:g} min of "
+            "training, before early stopping ended them; they are lower bounds on full training.",
+            "",
+        ]
     lines += [
         f"- command: `{command}`",
         f"- date: {datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}; wall time: {wall / 60:.1f} min",
@@ -203,11 +228,18 @@ def render(args: argparse.Namespace, results: list[Result], wall: float, command
     for split in dict.fromkeys(r.split for r in results):
         rows = [r for r in results if r.split == split]
         lines += [f"## Split: {split}", ""]
-        header = ["model", *[m.replace("_at_", "@").upper() for m in metrics], "best ep", "epochs", "train s"]
+        header = [
+            "model",
+            *[m.replace("_at_", "@").upper() for m in metrics],
+            "best ep",
+            "epochs",
+            "stop",
+            "train s",
+        ]
         lines += ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
         for r in rows:
             cells = [r.label, *[f"{100 * r.test[m]:.2f}" for m in metrics]]
-            cells += [str(r.best_epoch), str(r.epochs), f"{r.train_seconds:.0f}"]
+            cells += [str(r.best_epoch), str(r.epochs), r.stop, f"{r.train_seconds:.0f}"]
             lines.append("| " + " | ".join(cells) + " |")
         if split == "ratio":
             ref = ", ".join(
@@ -231,17 +263,27 @@ def main(argv: list[str] | None = None) -> None:
     env = "".join(f"{k}={os.environ[k]} " for k in ("OMP_NUM_THREADS",) if k in os.environ)
     command = env + "python benchmarks/quality.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     started = time.perf_counter()
+    device = str(resolve_device(args.device))
     splits = ("loo", "ratio") if args.split == "both" else (args.split,)
+    results: list[Result] = []
+
+    def write_results(result: Result) -> None:
+        """Rewrite the table after every model, so a stopped run keeps what it finished."""
+        results.append(result)
+        write_text_atomic(args.out, render(args, results, time.perf_counter() - started, command, device))
+
     with tempfile.TemporaryDirectory(prefix="mmsr-quality-") as tmp:
         home = args.home or Path(tmp)
-        results = [r for split in splits for r in run_split(args, home, split)]
-    wall = time.perf_counter() - started
-    text = render(args, results, wall, command, str(resolve_device(args.device)))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = args.out.with_suffix(".md.tmp")
-    tmp_out.write_text(text, encoding="utf-8")
-    tmp_out.replace(args.out)
-    print(text)
+        for split in splits:
+            run_split(args, home, split, write_results)
+    print(args.out.read_text(encoding="utf-8"))
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,9 @@ class SequentialRecommender(nn.Module, ABC):
     #: TrainConfig fields this model is trained with by default (e.g. SASRec's lr 0.001, batch 256);
     #: ``training.config_for`` applies them
     default_train_overrides: ClassVar[dict[str, Any]] = {}
+    #: whether training should batch histories of similar length together: worth it for models
+    #: that pad every history to the batch's longest (SASRec, GRU4Rec), pointless for graphs
+    batches_by_length: ClassVar[bool] = False
 
     def __init__(self, n_items: int, max_len: int) -> None:
         super().__init__()

@@ -54,6 +54,9 @@ class TrainConfig:
     log_every: int = 0  # log the running loss every N steps; 0 = once per epoch
     max_train_samples: int | None = None  # seeded subsample of the train samples (smoke runs)
     prefetch: bool = True  # build the next batch in a background thread during the step
+    time_budget_s: float | None = None  # stop after the epoch that passes this much training time
+    # batch histories of similar length together (None: the model's ``batches_by_length``)
+    bucket_by_length: bool | None = None
 
 
 def config_for(model: str, base: TrainConfig, **changes: Any) -> TrainConfig:
@@ -69,6 +72,7 @@ class TrainHistory:
     best_epoch: int = 0
     best_val: dict[str, float] = field(default_factory=dict)
     stopped_early: bool = False
+    stopped_by_budget: bool = False
     device: str = "cpu"
     n_train_samples: int = 0
     seconds: float = 0.0
@@ -107,6 +111,8 @@ def train(
     optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
     autocast, scaler = _mixed_precision(config, device)
     shuffler = np.random.default_rng(config.seed)
+    bucket = model.batches_by_length if config.bucket_by_length is None else config.bucket_by_length
+    lengths = np.minimum(samples.positions, model.max_len)
     best_state: dict[str, torch.Tensor] | None = None
     best_score, bad_epochs = -math.inf, 0
     epochs_bar = tqdm(range(1, config.max_epochs + 1), desc=f"train {model.name}", unit="epoch")
@@ -115,6 +121,8 @@ def train(
         model.train()
         loss_sum, steps = 0.0, 0
         order = shuffler.permutation(len(samples))
+        if bucket:
+            order = length_bucketed(order, lengths, config.batch_size, shuffler)
         batches = _batches(model, data, samples, order, config.batch_size, config.prefetch)
         steps_bar = tqdm(
             batches,
@@ -164,6 +172,15 @@ def train(
                 "early stop after epoch %d: no %s gain for %d epochs", epoch, config.eval_metric, bad_epochs
             )
             break
+        if config.time_budget_s is not None and time.perf_counter() - started >= config.time_budget_s:
+            history.stopped_by_budget = True
+            log.warning(
+                "time budget of %.0f s spent after epoch %d; keeping best epoch %d",
+                config.time_budget_s,
+                epoch,
+                history.best_epoch,
+            )
+            break
     if best_state is not None:
         model.load_state_dict(best_state)
     history.seconds = time.perf_counter() - started
@@ -181,6 +198,27 @@ def _train_samples(data: SequenceData, config: TrainConfig) -> TargetSet:
         )
         samples = TargetSet(samples.users[keep], samples.positions[keep])
     return samples
+
+
+def length_bucketed(
+    order: np.ndarray, lengths: np.ndarray, batch_size: int, rng: np.random.Generator, pool_batches: int = 64
+) -> np.ndarray:
+    """``order`` regrouped so each batch holds histories of similar length, batches in random order.
+
+    Padded models pay for the longest history in a batch; with random batches that is
+    almost always ``max_len`` although the median Beauty prefix has 4 items. Sorting
+    within pools of ``pool_batches`` random batches (not globally) keeps every batch a
+    random draw among similar lengths, and the batches are then shuffled as a whole.
+    """
+    pool = batch_size * pool_batches
+    regrouped = np.concatenate(
+        [
+            chunk[np.argsort(lengths[chunk], kind="stable")]
+            for chunk in np.split(order, range(pool, len(order), pool))
+        ]
+    )
+    batches = np.split(regrouped, range(batch_size, len(regrouped), batch_size))
+    return np.concatenate([batches[i] for i in rng.permutation(len(batches))])
 
 
 def _batches(

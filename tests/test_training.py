@@ -67,6 +67,22 @@ def test_early_stopping_restores_the_best_epochs_weights(monkeypatch: pytest.Mon
     assert seen == history.epochs and {"train_loss", "seconds", "val_hr_at_10"} <= set(seen[0])
 
 
+def test_time_budget_stops_after_the_first_epoch_that_passes_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(training, "build_model", lambda name, data, **params: Drift())
+    config = TrainConfig(
+        model="drift",
+        lr=0.5,
+        batch_size=8,
+        max_epochs=20,
+        patience=5,
+        eval_metric="mrr_at_5",
+        time_budget_s=0.0,
+    )
+    model, history = train(config, _drift_data())
+    assert len(history.epochs) == 1 and history.best_epoch == 1
+    assert history.stopped_by_budget and not history.stopped_early
+
+
 def test_same_seed_gives_identical_runs() -> None:
     data = chain_data(n_users=40, n_items=20)
     config = TrainConfig(
@@ -131,3 +147,27 @@ def test_trains_with_mixed_precision_on_cuda(name: str) -> None:
     assert history.device.startswith("cuda") and next(model.parameters()).is_cuda
     assert all(math.isfinite(r["train_loss"]) for r in history.epochs)
     assert evaluate(model, data, "test")["hr_at_5"] > 0.6
+
+
+def test_length_buckets_keep_every_sample_once_and_group_similar_lengths() -> None:
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, 51, size=1000)
+    order = rng.permutation(1000)
+    bucketed = training.length_bucketed(
+        order, lengths, batch_size=10, rng=np.random.default_rng(1), pool_batches=20
+    )
+    assert sorted(bucketed.tolist()) == list(range(1000))
+    spread = [np.ptp(lengths[batch]) for batch in np.split(bucketed, 100)]
+    random_spread = [np.ptp(lengths[batch]) for batch in np.split(order, 100)]
+    assert np.mean(spread) < np.mean(random_spread) / 5
+    again = training.length_bucketed(
+        order, lengths, batch_size=10, rng=np.random.default_rng(1), pool_batches=20
+    )
+    assert np.array_equal(bucketed, again)
+
+
+def test_padded_baselines_bucket_by_length_and_mmsr_does_not() -> None:
+    from mmsr_model.registry import model_class
+
+    assert model_class("sasrec").batches_by_length and model_class("gru4rec").batches_by_length
+    assert not model_class("mmsr").batches_by_length

@@ -36,6 +36,8 @@ def pad_right(histories: Sequence[np.ndarray], max_len: int) -> PaddedBatch:
 class PaddedSequenceModel(SequentialRecommender):
     """Base of models that read a padded item-id tensor and score by dot product."""
 
+    batches_by_length = True
+
     def __init__(self, n_items: int, max_len: int, embedding_size: int) -> None:
         super().__init__(n_items, max_len)
         self.item_embedding = nn.Embedding(n_items + 1, embedding_size, padding_idx=0)
