@@ -48,6 +48,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
     "invasive": {"fusion": "invasive"},
     "raw": {"modality_nodes": "raw"},
     "id_only": {"modalities": []},
+    "layers2": {"num_layers": 2},
 }
 #: the public code's own Beauty log (80/20 ratio split, full ranking, test-set epoch selection)
 PUBLIC_RATIO = {"hr_at_5": 0.0755, "mrr_at_5": 0.0489, "hr_at_20": 0.1418, "mrr_at_20": 0.0549}
@@ -78,6 +79,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"comma list of MMSR variants to add ({', '.join(ABLATIONS)}) or 'none'",
     )
     p.add_argument("--max-epochs", type=int, default=FULL_EPOCHS)
+    p.add_argument(
+        "--weight-decay",
+        type=float,
+        default=None,
+        help="Adam weight decay for MMSR and its ablations (default: ModelSettings'); baselines keep theirs",
+    )
     p.add_argument("--patience", type=int, default=8)
     p.add_argument(
         "--time-budget-min",
@@ -169,6 +176,9 @@ def run_split(
             seed=args.seed,
             time_budget_s=None if args.time_budget_min is None else 60 * args.time_budget_min,
         )
+        if name == "mmsr" and args.weight_decay is not None:
+            config = replace(config, weight_decay=args.weight_decay)
+            label = f"{label} (wd {args.weight_decay:g})"
         log.info("%s / %s: %s", split, label, config)
         model, history = train(config, data)
         test = evaluate(model, data, "test", KS)
