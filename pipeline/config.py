@@ -39,6 +39,9 @@ class ModelSettings(BaseModel):
     batch_size: int = Field(128, description="training samples per step")
     max_epochs: int = Field(100, description="upper bound on training epochs")
     patience: int = Field(8, description="epochs without validation gain before stopping")
+    time_budget_min: float | None = Field(
+        None, gt=0, description="per model: stop after the epoch past this many minutes (nightly deadline)"
+    )
     max_len: int = Field(50, description="history items the model sees")
     update: Literal["async", "sync"] = Field("async", description="asynchronous gate or synchronous update")
     fusion: Literal["non_invasive", "invasive"] = Field("non_invasive", description="phase-2 values")

@@ -60,6 +60,7 @@ class TrainReport:
     best_epoch: int
     epochs: int
     stopped_early: bool
+    stopped_by_budget: bool
     train_seconds: float
     fingerprint: str
     val: dict[str, float]
@@ -90,6 +91,7 @@ def train_config(settings: Settings, model: str = "mmsr") -> TrainConfig:
         eval_ks=EVAL_KS,
         seed=settings.seed,
         device=m.device,
+        time_budget_s=None if m.time_budget_min is None else 60 * m.time_budget_min,
     )
     if model == "mmsr":
         return config
@@ -234,6 +236,7 @@ def run_train(settings: Settings, dataset: str, promote: bool = True) -> TrainRe
         best_epoch=history.best_epoch,
         epochs=len(history.epochs),
         stopped_early=history.stopped_early,
+        stopped_by_budget=history.stopped_by_budget,
         train_seconds=round(train_seconds, 2),
         fingerprint=fingerprint["sha256"],
         val=final["valid"],

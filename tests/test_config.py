@@ -42,3 +42,14 @@ def test_metric_names_are_validated(monkeypatch) -> None:
     with pytest.raises(ValidationError, match="eval_metric"):
         load_settings(model={"eval_metric": "ndcg@10"})
     assert load_settings(model={"eval_metric": "mrr_at_5"}).model.eval_metric == "mrr_at_5"
+
+
+def test_nightly_time_budget_reaches_every_models_training(monkeypatch) -> None:
+    from pipeline.train import train_config
+
+    monkeypatch.setenv("MMSR_MODEL__TIME_BUDGET_MIN", "1.5")
+    settings = load_settings()
+    assert train_config(settings).time_budget_s == 90
+    assert train_config(settings, "sasrec").time_budget_s == 90
+    monkeypatch.delenv("MMSR_MODEL__TIME_BUDGET_MIN")
+    assert train_config(load_settings()).time_budget_s is None
