@@ -151,9 +151,8 @@ def build_data(args: argparse.Namespace, home: Path, split: str, needs_text: boo
     return settings, data
 
 
-def run_split(
-    args: argparse.Namespace, home: Path, split: str, on_result: Callable[[Result], None]
-) -> list[Result]:
+def run_split(args: argparse.Namespace, home: Path, split: str, on_result: Callable[[Result], None]) -> None:
+    """Train and test every requested model on ``split``, handing each row to ``on_result``."""
     from mmsr_model.evaluation import evaluate
     from mmsr_model.training import train
     from pipeline.train import train_config
@@ -163,7 +162,6 @@ def run_split(
         variants += [("mmsr", f"mmsr-{a}", ABLATIONS[a]) for a in args.ablations]
     needs_text = any(name == "mmsr" and params.get("modalities") != [] for name, _, params in variants)
     settings, data = build_data(args, home, split, needs_text)
-    results = []
     for name, label, params in variants:
         config = train_config(settings, name)
         config = replace(
@@ -182,7 +180,7 @@ def run_split(
         log.info("%s / %s: %s", split, label, config)
         model, history = train(config, data)
         test = evaluate(model, data, "test", KS)
-        results.append(
+        on_result(
             Result(
                 split=split,
                 label=label,
@@ -195,9 +193,7 @@ def run_split(
                 stop=stop_reason(history),
             )
         )
-        on_result(results[-1])
         log.info("%s / %s test: %s", split, label, {k: round(v, 4) for k, v in test.items()})
-    return results
 
 
 def stop_reason(history: Any) -> str:
