@@ -260,6 +260,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     sys.path.insert(0, str(ROOT))
     from mmsr_model.device import resolve_device
+    from pipeline.atomic import write_text_atomic
     from pipeline.logs import setup_logging
 
     setup_logging("INFO")
@@ -283,13 +284,6 @@ def main(argv: list[str] | None = None) -> None:
         for split in splits:
             run_split(args, home, split, write_results)
     print(args.out.read_text(encoding="utf-8"))
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from mmsr_model.data import SequenceData, TargetSet
 from mmsr_model.device import resolve_device
 from mmsr_model.inference import top_k
 from mmsr_model.mmsr import MMSR
+from pipeline.atomic import write_text_atomic
 
 log = logging.getLogger("benchmarks.speed")
 ROOT = Path(__file__).resolve().parents[1]
@@ -181,9 +182,7 @@ def write_results(rows: list[dict[str, Any]], out: Path, command: str) -> None:
             "command": command,
             "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         }
-    tmp = json_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(runs, indent=2, sort_keys=True) + "\n")
-    tmp.replace(json_path)
+    write_text_atomic(json_path, json.dumps(runs, indent=2, sort_keys=True) + "\n")
     cols = [
         ("device", "device"),
         ("torch_threads", "torch threads"),
@@ -219,9 +218,7 @@ def write_results(rows: list[dict[str, Any]], out: Path, command: str) -> None:
         cells = ["+".join(v) or "id-only" if isinstance(v := row[key], list) else str(v) for key, _ in cols]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Commands and raw fields: `speed.json`."]
-    tmp = (out / "speed.md").with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(out / "speed.md")
+    write_text_atomic(out / "speed.md", "\n".join(lines) + "\n")
 
 
 def main() -> None:

@@ -7,13 +7,13 @@ tensors) and the ``state_dict``; loading rebuilds the class with
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from mmsr_model.atomic import write_atomically
 from mmsr_model.base import SequentialRecommender
 from mmsr_model.registry import model_class
 
@@ -31,13 +31,7 @@ def save_model(model: SequentialRecommender, path: str | Path) -> Path:
         "init_kwargs": _encode(model.init_kwargs),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_atomically(path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> SequentialRecommender:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import http.client
 import logging
-import os
 import time
 import urllib.error
 import urllib.request
@@ -23,6 +22,7 @@ from urllib.parse import urlparse
 
 from tqdm.auto import tqdm
 
+from mmsr_model.atomic import write_atomically
 from pipeline.config import Settings
 from pipeline.embed.store import content_hash
 
@@ -147,10 +147,7 @@ class Fetcher:
             return None, "unreachable", True
 
     def _store(self, target: Path, body: bytes) -> None:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.{id(body)}.tmp")
-        tmp.write_bytes(body)
-        os.replace(tmp, target)
+        write_atomically(target, lambda tmp: tmp.write_bytes(body))
 
 
 def resolve_sources(sources: list[ImageSource], settings: Settings) -> list[Resolved]:
