@@ -23,7 +23,7 @@ from pydantic_settings import (
 
 ImageBackend = Literal["open_clip", "timm"]
 #: metric names as mmsr_model reports them: hr_at_10, mrr_at_5, ndcg_at_20 ...
-METRIC_PATTERN = r"^(hr|mrr|ndcg)_at_[1-9][0-9]*$"
+METRIC_PATTERN = r"^(hr|mrr|ndcg)_at_([1-9][0-9]*)$"
 SplitKind = Literal["loo", "ratio"]
 
 

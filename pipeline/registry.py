@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from mmsr_model.data import SequenceData
 from mmsr_model.metrics import metrics_from_ranks
-from pipeline.config import Settings
+from pipeline.config import METRIC_PATTERN, Settings
 from pipeline.dataset import DatasetIndex, load_sequence_data
 from pipeline.errors import PipelineError
 from pipeline.model_runs import upsert_model_run
@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-_METRIC = re.compile(r"^(hr|mrr|ndcg)_at_(\d+)$")
 _GATE_BATCH = 8192
 
 
@@ -111,7 +110,7 @@ def _requirements() -> list[str]:
 
 
 def metric_k(metric: str) -> int:
-    match = _METRIC.match(metric)
+    match = re.match(METRIC_PATTERN, metric)
     if not match:
         raise PipelineError(f"promotion_metric {metric!r} must look like ndcg_at_10, hr_at_5 or mrr_at_20")
     return int(match.group(2))
