@@ -87,7 +87,7 @@ def _prepare(home: Path) -> dict:
     from pipeline.dataset import load_sequence_data
     from pipeline.extract import run_extract
     from pipeline.registry import CHAMPION, log_pyfunc, registered_name, setup_mlflow
-    from pipeline.train import train_config
+    from pipeline.train_config import train_config
 
     settings = load_settings()
     extract = run_extract(

@@ -8,7 +8,6 @@ reaches the promotion gate, so it cannot touch ``champion``.
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import tempfile
@@ -23,30 +22,14 @@ import yaml
 
 from mmsr_model.data import SequenceData
 from mmsr_model.evaluation import evaluate
-from mmsr_model.registry import model_class
-from mmsr_model.training import TrainConfig, TrainHistory, config_for, train
+from mmsr_model.training import TrainHistory, train
 from pipeline.config import Settings
 from pipeline.dataset import dataset_fingerprint, load_sequence_data
 from pipeline.model_runs import upsert_model_run
 from pipeline.registry import log_pyfunc, registered_name, run_promote, setup_mlflow
+from pipeline.train_config import EVAL_KS, train_config
 
 log = logging.getLogger(__name__)
-
-EVAL_KS = (5, 10, 20)
-#: ModelSettings fields that are architecture parameters of MMSR (the rest drive training)
-MMSR_PARAMS = (
-    "hidden_size",
-    "num_layers",
-    "dropout",
-    "attn_dropout",
-    "max_len",
-    "update",
-    "fusion",
-    "modality_nodes",
-    "modalities",
-    "gate",
-    "readout",
-)
 
 
 @dataclass
@@ -70,36 +53,6 @@ class TrainReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def train_config(settings: Settings, model: str = "mmsr") -> TrainConfig:
-    """The ``TrainConfig`` for MMSR, or for a baseline with its class's standard overrides.
-
-    Baselines keep their own architecture defaults; they share only the history
-    length and the seed with MMSR (whichever their constructor accepts).
-    """
-    m = settings.model
-    config = TrainConfig(
-        model="mmsr",
-        model_params={name: getattr(m, name) for name in MMSR_PARAMS} | {"seed": settings.seed},
-        lr=m.lr,
-        weight_decay=m.weight_decay,
-        batch_size=m.batch_size,
-        max_epochs=m.max_epochs,
-        patience=m.patience,
-        eval_metric=m.eval_metric,
-        eval_ks=EVAL_KS,
-        seed=settings.seed,
-        device=m.device,
-        time_budget_s=None if m.time_budget_min is None else 60 * m.time_budget_min,
-    )
-    if model == "mmsr":
-        return config
-    accepted = inspect.signature(model_class(model).__init__).parameters
-    shared = {
-        key: value for key, value in (("max_len", m.max_len), ("seed", settings.seed)) if key in accepted
-    }
-    return config_for(model, config, model_params=shared)
 
 
 def flat_params(settings: Settings, dataset: str) -> dict[str, str]:

@@ -45,7 +45,7 @@ def test_metric_names_are_validated(monkeypatch) -> None:
 
 
 def test_nightly_time_budget_reaches_every_models_training(monkeypatch) -> None:
-    from pipeline.train import train_config
+    from pipeline.train_config import train_config
 
     monkeypatch.setenv("MMSR_MODEL__TIME_BUDGET_MIN", "1.5")
     settings = load_settings()

@@ -164,7 +164,7 @@ def register_untrained(settings: Settings, dataset: str = "tiny") -> PromotionDe
     from mmsr_model.registry import build_model
     from pipeline.dataset import load_sequence_data
     from pipeline.registry import log_pyfunc, run_promote, setup_mlflow
-    from pipeline.train import train_config
+    from pipeline.train_config import train_config
 
     data, _ = load_sequence_data(settings, dataset)
     model = build_model("mmsr", data, **train_config(settings).model_params)
