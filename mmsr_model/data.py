@@ -10,8 +10,11 @@ and the model sees the history ``sequences[user][:position]`` (its last
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+
+from mmsr_model.atomic import write_atomically
 
 MODALITIES = ("text", "image")
 
@@ -73,3 +76,41 @@ class SequenceData:
             dtype=np.int64,
             count=len(targets),
         )
+
+    def save(self, path: Path) -> Path:
+        """Everything in one ``.npz`` (written atomically): a machine without the pipeline can train on it."""
+        arrays: dict[str, np.ndarray] = {
+            "n_items": np.asarray(self.n_items),
+            "seq_items": np.concatenate(self.sequences) if self.sequences else np.zeros(0, np.int64),
+            "seq_lengths": np.asarray([len(s) for s in self.sequences], dtype=np.int64),
+        }
+        for name, targets in self.splits.items():
+            arrays[f"split.{name}.users"], arrays[f"split.{name}.positions"] = (
+                targets.users,
+                targets.positions,
+            )
+        for kind in ("item_codes", "code_centres", "item_features"):
+            for modality, array in getattr(self, kind).items():
+                arrays[f"{kind}.{modality}"] = array
+
+        def write(tmp: Path) -> None:
+            with tmp.open("wb") as f:
+                np.savez(f, **arrays)
+
+        return write_atomically(path, write)
+
+    @classmethod
+    def load(cls, path: Path) -> SequenceData:
+        """The data :meth:`save` wrote."""
+        with np.load(path) as z:
+            ends = np.cumsum(z["seq_lengths"])
+            sequences = np.split(z["seq_items"], ends[:-1]) if len(ends) else []
+            data = cls(sequences=sequences, n_items=int(z["n_items"]), splits={})
+            for key in z.files:
+                kind, _, name = key.partition(".")
+                if kind == "split" and name.endswith(".users"):
+                    split = name.removesuffix(".users")
+                    data.splits[split] = TargetSet(z[key], z[f"split.{split}.positions"])
+                elif kind in ("item_codes", "code_centres", "item_features"):
+                    getattr(data, kind)[name] = z[key]
+        return data
