@@ -31,3 +31,22 @@ def write_items(home: Path, dataset: str, rows: list[dict[str, Any]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows, schema=ITEMS_SCHEMA), path)
     return path
+
+
+def write_tiny_text_model(folder: Path) -> Path:
+    """A 2-layer random BERT saved as a plain Hugging Face folder, which sentence-transformers
+    loads with mean pooling: the real text code path with no download and no packaged weights
+    (the GPU machine has neither)."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "red", "shoes", "coffee", "beans", "blue"]
+    (folder / "vocab.txt").write_text("\n".join(words) + "\n", encoding="utf-8")
+    BertTokenizer(str(folder / "vocab.txt")).save_pretrained(folder)
+    config = BertConfig(
+        vocab_size=len(words), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=8
+    )
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    return folder

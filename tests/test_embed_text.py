@@ -7,12 +7,14 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from embed_fixtures import item, write_items
+import torch
+from embed_fixtures import item, write_items, write_tiny_text_model
 
 from pipeline.config import Settings
 from pipeline.embed import run_embed
 from pipeline.embed.items import cap_text, item_text
 from pipeline.embed.store import read_vectors
+from pipeline.embed.text import encode_texts, load_text_model
 from pipeline.errors import PipelineError
 
 ROWS = [
@@ -96,3 +98,11 @@ def test_first_text_after_an_all_missing_run(mmsr_home: Path) -> None:
     write_items(mmsr_home, "late", [item("E1", None), item("E2", "Blue kettle")])
     report = run_embed(Settings(), "late", "text").modalities["text"]
     assert (report.reused, report.computed, report.embedded, report.dim) == (1, 1, 1, 384)
+
+
+def test_local_sentence_transformers_folder(tmp_path: Path) -> None:
+    """MMSR_TEXT_MODEL may name a local Hugging Face folder (the offline alternative to the hub)."""
+    settings = Settings(text_model=str(write_tiny_text_model(tmp_path / "text_model")))
+    vectors = encode_texts(load_text_model(settings, torch.device("cpu")), ["red shoes", "coffee beans"], 2)
+    assert vectors.shape == (2, 32) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
