@@ -97,7 +97,7 @@ class HANLayer(nn.Module):
     intermediate states but aggregates the ORIGINAL values of the layer input (the
     input states for the homogeneous attention, W_V of the input for the
     heterogeneous one); ``"invasive"`` aggregates values of the intermediate states.
-    Every phase adds its message to a residual; the output is layer-normed.
+    Every phase adds its message to a residual; the output is layer-normed (``norm="layer"``).
     """
 
     def __init__(
@@ -107,6 +107,7 @@ class HANLayer(nn.Module):
         fusion: Literal["non_invasive", "invasive"] = "non_invasive",
         gate: Literal["soft", "hard"] = "soft",
         attn_dropout: float = 0.2,
+        norm: Literal["layer", "none"] = "layer",
     ) -> None:
         super().__init__()
         if update not in ("async", "sync"):
@@ -115,13 +116,15 @@ class HANLayer(nn.Module):
             raise ValueError(f"fusion must be 'non_invasive' or 'invasive', got {fusion!r}")
         if gate not in ("soft", "hard"):
             raise ValueError(f"gate must be 'soft' or 'hard', got {gate!r}")
+        if norm not in ("layer", "none"):
+            raise ValueError(f"norm must be 'layer' or 'none', got {norm!r}")
         self.dim, self.update, self.fusion, self.gate = dim, update, fusion, gate
         self.w_q, self.w_k, self.w_v = TypedLinear(dim), TypedLinear(dim), TypedLinear(dim)
         self.a_homo = nn.Parameter(torch.empty(len(HOMO_RELATIONS), dim))
         nn.init.normal_(self.a_homo, std=dim**-0.5)
         self.gate_mlp = nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, 1))
         self.attn_dropout = nn.Dropout(attn_dropout)
-        self.norm = nn.LayerNorm(dim)
+        self.norm = nn.LayerNorm(dim) if norm == "layer" else nn.Identity()
 
     def homogeneous(self, x: torch.Tensor, values: torch.Tensor, batch: GraphBatch) -> torch.Tensor:
         """Content attention e_ij = LeakyReLU(a_r . (x_i * x_j)) over self/out/in/both edges."""

@@ -51,6 +51,9 @@ class MMSR(SequentialRecommender):
         modalities: Sequence[str] = ("text", "image"),
         gate: Literal["soft", "hard"] = "soft",
         readout: Literal["last", "mean"] = "last",
+        readout_dropout: float = 0.0,
+        norm: Literal["layer", "none"] = "layer",
+        score_scale: float | None = None,
         modality_drop_p: float = 0.0,
         seed: int = 2023,
         item_codes: dict[str, np.ndarray] | None = None,
@@ -66,12 +69,15 @@ class MMSR(SequentialRecommender):
             raise ValueError(f"readout must be 'last' or 'mean', got {readout!r}")
         if not 0.0 <= modality_drop_p <= 1.0:
             raise ValueError(f"modality_drop_p must be in [0, 1], got {modality_drop_p}")
+        if score_scale is not None and score_scale <= 0:
+            raise ValueError(f"score_scale must be positive or None, got {score_scale}")
         unknown = set(modalities) - set(MODALITIES)
         if unknown:
             raise ValueError(f"unknown modalities {sorted(unknown)}; known: {MODALITIES}")
         item_codes, code_centres, item_features = item_codes or {}, code_centres or {}, item_features or {}
         self.modalities = [m for m in NODE_TYPES[1:] if m in modalities]
         self.modality_nodes, self.readout, self.modality_drop_p = modality_nodes, readout, modality_drop_p
+        self.score_scale = score_scale
         self.init_kwargs = {
             "n_items": n_items,
             "max_len": max_len,
@@ -85,6 +91,9 @@ class MMSR(SequentialRecommender):
             "modalities": list(self.modalities),
             "gate": gate,
             "readout": readout,
+            "readout_dropout": readout_dropout,
+            "norm": norm,
+            "score_scale": score_scale,
             "modality_drop_p": modality_drop_p,
             "seed": seed,
             "item_codes": {m: item_codes[m] for m in self.modalities if modality_nodes == "codes"},
@@ -117,10 +126,13 @@ class MMSR(SequentialRecommender):
                     )
                     self.feature_proj[m] = nn.Linear(features.shape[1], hidden_size)
             self.layers = nn.ModuleList(
-                HANLayer(hidden_size, update=update, fusion=fusion, gate=gate, attn_dropout=attn_dropout)
+                HANLayer(
+                    hidden_size, update=update, fusion=fusion, gate=gate, attn_dropout=attn_dropout, norm=norm
+                )
                 for _ in range(num_layers)
             )
         self.dropout = nn.Dropout(dropout)
+        self.readout_dropout = nn.Dropout(readout_dropout)
         self._cache: GraphCache | None = None
         self._dropped: dict[int, np.ndarray] = {}
         self._train_drop_rng = np.random.default_rng(seed)
@@ -236,15 +248,18 @@ class MMSR(SequentialRecommender):
         readout_rows = batch.last_node if self.readout == "last" else torch.arange(n_item, device=h.device)
         for i, layer in enumerate(self.layers):
             h = layer(self.dropout(h), batch, rows=readout_rows if i == len(self.layers) - 1 else None)
-        if self.readout == "last":
-            return h
-        sample = batch.node_sample[:n_item]
-        total = torch.zeros(batch.num_graphs, h.shape[1], dtype=h.dtype, device=h.device)
-        total.index_add_(0, sample, h)
-        return total / torch.bincount(sample, minlength=batch.num_graphs).clamp_min(1).unsqueeze(-1)
+        if self.readout == "mean":
+            sample = batch.node_sample[:n_item]
+            total = torch.zeros(batch.num_graphs, h.shape[1], dtype=h.dtype, device=h.device)
+            total.index_add_(0, sample, h)
+            h = total / torch.bincount(sample, minlength=batch.num_graphs).clamp_min(1).unsqueeze(-1)
+        h = self.readout_dropout(h)
+        return h if self.score_scale is None else self.score_scale * nn.functional.normalize(h, dim=-1)
 
     def item_embeddings(self) -> torch.Tensor:
-        return self.item_emb.weight
+        """The item table; unit rows when ``score_scale`` is set (scores = scaled cosines)."""
+        weight = self.item_emb.weight
+        return weight if self.score_scale is None else nn.functional.normalize(weight, dim=-1)
 
 
 def _project_centres(centres: np.ndarray, dim: int, seed: int) -> torch.Tensor:

@@ -51,6 +51,11 @@ class ModelSettings(BaseModel):
     )
     gate: Literal["soft", "hard"] = Field("soft", description="update-gate kind")
     readout: Literal["last", "mean"] = Field("last", description="sequence readout")
+    readout_dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the state that is scored")
+    norm: Literal["layer", "none"] = Field("layer", description="layer norm on each HAN-GNN layer's output")
+    score_scale: float | None = Field(
+        None, gt=0, description="None: dot-product scores; a number: cosine scores times this scale"
+    )
     eval_metric: str = Field(
         "ndcg_at_10", pattern=METRIC_PATTERN, description="validation metric for early stopping"
     )

@@ -53,6 +53,10 @@ def some(data: SequenceData, split: str = "train", n: int = 48) -> TargetSet:
         {"modalities": ["image"]},
         {"gate": "hard"},
         {"readout": "mean"},
+        {"readout_dropout": 0.4},
+        {"norm": "none"},
+        {"score_scale": 12.0},
+        {"readout": "mean", "score_scale": 12.0},
         {"num_layers": 2},
         {"modality_drop_p": 0.5},
     ],
@@ -205,3 +209,12 @@ def test_trains_on_cuda_with_mixed_precision(data: SequenceData) -> None:
         on_gpu = m(m.batch_to(cpu_batch, torch.device("cuda"))).cpu()
         on_cpu = m.cpu()(cpu_batch)
     torch.testing.assert_close(on_gpu, on_cpu, atol=1e-4, rtol=1e-4)
+
+
+def test_score_scale_gives_bounded_cosine_scores(data: SequenceData) -> None:
+    m = model(data, score_scale=5.0).eval()
+    targets = some(data, "test")
+    with torch.no_grad():
+        scores = m.full_sort_predict(m.prepare(data.histories(targets, m.max_len)))
+    assert scores.abs().max() <= 5.0 + 1e-4
+    assert torch.allclose(m.item_embeddings().norm(dim=-1), torch.ones(N_ITEMS))
