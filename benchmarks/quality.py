@@ -4,7 +4,7 @@ The data is built by the real pipeline stages in a temporary MMSR_HOME (extract
 with format "sequences", text embedding, modality codes, the warehouse loader),
 text modality only (the Beauty set has no images). Every model is trained by
 ``mmsr_model.training.train`` with the configuration the train stage uses
-(``pipeline.train.train_config``: MMSR from ``ModelSettings``, each baseline with
+(``pipeline.train_config.train_config``: MMSR from ``ModelSettings``, each baseline with
 its own standard settings), validation-based early stopping, and evaluated by
 full ranking on the test split.
 
@@ -14,6 +14,12 @@ The published sequences are used as they are (already 5-core; k-core off).
 
 Full run (hours on a 2-core CPU; meant for a GPU machine):
     .venv/bin/python benchmarks/quality.py --device cuda
+Build the data here, train elsewhere (a GPU machine needs only torch, torch_geometric and
+pydantic-settings, not DuckDB, MLflow or the text encoder):
+    .venv/bin/python benchmarks/quality.py --prepared prep --models pop --max-epochs 1   # writes prep/*.npz
+    python benchmarks/quality.py --prepared prep --device cuda --models mmsr-sync --ablations none
+Variants: ``--models mmsr-invasive`` runs one ablation alone; ``--mmsr dropout=0.5`` overrides a
+ModelSettings field for MMSR (named in the row label).
 Smoke run (clearly labelled as such in the output):
     .venv/bin/python benchmarks/quality.py --split loo --models pop,sasrec --ablations none --max-epochs 2
 CI-sized run: add ``--sample 500`` (first 500 users).
@@ -72,7 +78,11 @@ class Result:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--split", choices=("loo", "ratio", "both"), default="both")
-    p.add_argument("--models", default="mmsr,sasrec,gru4rec,pop", help="comma list of registry names")
+    p.add_argument(
+        "--models",
+        default="mmsr,sasrec,gru4rec,pop",
+        help="comma list of registry names; 'mmsr-<ablation>' runs that ablation alone",
+    )
     p.add_argument(
         "--ablations",
         default=",".join(ABLATIONS),
@@ -80,10 +90,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--max-epochs", type=int, default=FULL_EPOCHS)
     p.add_argument(
-        "--weight-decay",
-        type=float,
-        default=None,
-        help="Adam weight decay for MMSR and its ablations (default: ModelSettings'); baselines keep theirs",
+        "--mmsr",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="ModelSettings override for MMSR and its ablations (e.g. weight_decay=1e-5, dropout=0.5); "
+        "repeatable; named in the row label; baselines keep their own settings",
     )
     p.add_argument("--patience", type=int, default=8)
     p.add_argument(
@@ -99,12 +111,32 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", type=Path, default=DATA / "sequences" / "beauty")
     p.add_argument("--home", type=Path, default=None, help="MMSR_HOME to build in (default: a temp dir)")
     p.add_argument("--out", type=Path, default=RESULTS / "quality.md")
+    p.add_argument(
+        "--prepared",
+        type=Path,
+        default=None,
+        help="folder of prepared data (<dataset>.npz): loaded when present, else built and saved there; "
+        "lets a machine without DuckDB or the text encoder (a GPU box) train on data built here",
+    )
     args = p.parse_args(argv)
+    args.mmsr = dict(parse_override(p, item) for item in args.mmsr)
     args.models = [m for m in args.models.split(",") if m]
     args.ablations = [] if args.ablations == "none" else [a for a in args.ablations.split(",") if a]
     if unknown := set(args.ablations) - set(ABLATIONS):
         p.error(f"unknown ablations {sorted(unknown)}")
     return args
+
+
+def parse_override(p: argparse.ArgumentParser, item: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with VALUE read as YAML (numbers, lists, strings)."""
+    import yaml
+
+    from pipeline.config import ModelSettings
+
+    key, sep, value = item.partition("=")
+    if not sep or key not in ModelSettings.model_fields:
+        p.error(f"--mmsr wants KEY=VALUE with KEY one of {sorted(ModelSettings.model_fields)}, got {item!r}")
+    return key, yaml.safe_load(value)
 
 
 def sample_users(source: Path, n_users: int, out: Path) -> Path:
@@ -117,23 +149,28 @@ def sample_users(source: Path, n_users: int, out: Path) -> Path:
     return out
 
 
-def build_data(args: argparse.Namespace, home: Path, split: str, needs_text: bool) -> tuple[Any, Any]:
+def quality_settings(args: argparse.Namespace, home: Path, split: str) -> Any:
+    """The pipeline settings of the benchmark: the Beauty sequences as they are, text codes only."""
+    from pipeline.config import ModelSettings, Settings
+
+    fields = {"modalities": ["text"], "device": args.device, "patience": args.patience, **args.mmsr}
+    return Settings(
+        home=home, seed=args.seed, split=split, kcore=0, image_download=False, model=ModelSettings(**fields)
+    )
+
+
+def dataset_name(args: argparse.Namespace, split: str) -> str:
+    return f"beauty_{split}" + (f"_sample{args.sample}" if args.sample else "")
+
+
+def build_data(args: argparse.Namespace, settings: Any, dataset: str, needs_text: bool) -> Any:
     """Run extract (+ text embed and codes when a model needs them) and load the SequenceData."""
     from pipeline.codes import run_codes
-    from pipeline.config import ModelSettings, Settings
     from pipeline.dataset import load_sequence_data
     from pipeline.embed import run_embed
     from pipeline.extract import run_extract
 
-    settings = Settings(
-        home=home,
-        seed=args.seed,
-        split=split,
-        kcore=0,
-        image_download=False,
-        model=ModelSettings(modalities=["text"], device=args.device, patience=args.patience),
-    )
-    dataset = f"beauty_{split}"
+    home = settings.home
     reviews = args.data / "user_sequence.txt.gz"
     if args.sample:
         reviews = sample_users(reviews, args.sample, home / f"user_sequence_{args.sample}.txt.gz")
@@ -148,20 +185,36 @@ def build_data(args: argparse.Namespace, home: Path, split: str, needs_text: boo
         shutil.copyfile(target, cached)
         run_codes(settings, dataset)
     data, _ = load_sequence_data(settings, dataset)
-    return settings, data
+    return data
+
+
+def prepared_data(args: argparse.Namespace, settings: Any, split: str, needs_text: bool) -> Any:
+    """The split's SequenceData from ``--prepared`` when saved there, else built (and saved there)."""
+    from mmsr_model.data import SequenceData
+
+    dataset = dataset_name(args, split)
+    saved = args.prepared / f"{dataset}.npz" if args.prepared else None
+    if saved is not None and saved.is_file():
+        log.info("loading prepared data %s", saved)
+        return SequenceData.load(saved)
+    data = build_data(args, settings, dataset, needs_text or saved is not None)
+    if saved is not None:
+        data.save(saved)
+    return data
 
 
 def run_split(args: argparse.Namespace, home: Path, split: str, on_result: Callable[[Result], None]) -> None:
     """Train and test every requested model on ``split``, handing each row to ``on_result``."""
     from mmsr_model.evaluation import evaluate
     from mmsr_model.training import train
-    from pipeline.train import train_config
+    from pipeline.train_config import train_config
 
-    variants = [(m, m, {}) for m in args.models]
+    variants = [model_variant(m) for m in args.models]
     if "mmsr" in args.models:
         variants += [("mmsr", f"mmsr-{a}", ABLATIONS[a]) for a in args.ablations]
     needs_text = any(name == "mmsr" and params.get("modalities") != [] for name, _, params in variants)
-    settings, data = build_data(args, home, split, needs_text)
+    settings = quality_settings(args, home, split)
+    data = prepared_data(args, settings, split, needs_text)
     for name, label, params in variants:
         config = train_config(settings, name)
         config = replace(
@@ -174,9 +227,8 @@ def run_split(args: argparse.Namespace, home: Path, split: str, on_result: Calla
             seed=args.seed,
             time_budget_s=None if args.time_budget_min is None else 60 * args.time_budget_min,
         )
-        if name == "mmsr" and args.weight_decay is not None:
-            config = replace(config, weight_decay=args.weight_decay)
-            label = f"{label} (wd {args.weight_decay:g})"
+        if name == "mmsr" and args.mmsr:
+            label += " (" + ", ".join(f"{k}={v}" for k, v in args.mmsr.items()) + ")"
         log.info("%s / %s: %s", split, label, config)
         model, history = train(config, data)
         test = evaluate(model, data, "test", KS)
@@ -194,6 +246,14 @@ def run_split(args: argparse.Namespace, home: Path, split: str, on_result: Calla
             )
         )
         log.info("%s / %s test: %s", split, label, {k: round(v, 4) for k, v in test.items()})
+
+
+def model_variant(name: str) -> tuple[str, str, dict[str, Any]]:
+    """(registry name, row label, MMSR params) of a --models entry (``mmsr-<ablation>``: that one alone)."""
+    base, _, ablation = name.partition("-")
+    if base == "mmsr" and ablation in ABLATIONS:
+        return "mmsr", name, ABLATIONS[ablation]
+    return name, name, {}
 
 
 def stop_reason(history: Any) -> str:
