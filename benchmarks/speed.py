@@ -185,6 +185,8 @@ def write_results(rows: list[dict[str, Any]], out: Path, command: str) -> None:
     write_text_atomic(json_path, json.dumps(runs, indent=2, sort_keys=True) + "\n")
     cols = [
         ("device", "device"),
+        ("device_name", "device name"),
+        ("amp", "autocast"),
         ("torch_threads", "torch threads"),
         ("modalities", "modalities"),
         ("users", "users"),
@@ -209,7 +211,9 @@ def write_results(rows: list[dict[str, Any]], out: Path, command: str) -> None:
         "jobs compete for the same 2 CPU cores (see load avg), so wall-clock CPU numbers are "
         "pessimistic. 'From CPU time' uses process CPU seconds instead of wall time: an idle "
         "machine needs at most about that long with one busy thread. Under contention two torch "
-        "threads are far slower than one (each parallel op waits for a descheduled peer thread).",
+        "threads are far slower than one (each parallel op waits for a descheduled peer thread). "
+        "On CUDA the graph is still built on the CPU, so its share of a step grows; torch threads there "
+        "only serve that CPU side.",
         "",
         "| " + " | ".join(title for _, title in cols) + " |",
         "|" + "---|" * len(cols),
