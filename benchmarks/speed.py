@@ -219,7 +219,8 @@ def write_results(rows: list[dict[str, Any]], out: Path, command: str) -> None:
         "|" + "---|" * len(cols),
     ]
     for row in runs.values():
-        cells = ["+".join(v) or "id-only" if isinstance(v := row[key], list) else str(v) for key, _ in cols]
+        values = [row.get(key, "-") for key, _ in cols]  # rows from older versions may lack a column
+        cells = ["+".join(v) or "id-only" if isinstance(v, list) else str(v) for v in values]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Commands and raw fields: `speed.json`."]
     write_text_atomic(out / "speed.md", "\n".join(lines) + "\n")
