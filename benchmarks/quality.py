@@ -297,6 +297,7 @@ def render(args: argparse.Namespace, results: list[Result], wall: float, command
         header = [
             "model",
             *[m.replace("_at_", "@").upper() for m in metrics],
+            "best val NDCG@10",
             "best ep",
             "epochs",
             "stop",
@@ -305,7 +306,8 @@ def render(args: argparse.Namespace, results: list[Result], wall: float, command
         lines += ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
         for r in rows:
             cells = [r.label, *[f"{100 * r.test[m]:.2f}" for m in metrics]]
-            cells += [str(r.best_epoch), str(r.epochs), r.stop, f"{r.train_seconds:.0f}"]
+            cells += [f"{100 * r.best_val:.2f}", str(r.best_epoch), str(r.epochs), r.stop]
+            cells.append(f"{r.train_seconds:.0f}")
             lines.append("| " + " | ".join(cells) + " |")
         if split == "ratio":
             ref = ", ".join(
