@@ -30,19 +30,19 @@ SplitKind = Literal["loo", "ratio"]
 class ModelSettings(BaseModel):
     """Hyper-parameters handed to ``mmsr_model`` (defaults: the public Beauty run)."""
 
-    hidden_size: int = Field(128, description="node / item embedding size d")
-    num_layers: int = Field(1, description="HAN-GNN layers")
-    dropout: float = Field(0.4, description="node dropout")
-    attn_dropout: float = Field(0.2, description="attention dropout")
-    lr: float = Field(0.002, description="Adam learning rate")
-    weight_decay: float = Field(0.0, description="Adam weight decay")
-    batch_size: int = Field(128, description="training samples per step")
-    max_epochs: int = Field(100, description="upper bound on training epochs")
-    patience: int = Field(8, description="epochs without validation gain before stopping")
+    hidden_size: int = Field(128, ge=1, description="node / item embedding size d")
+    num_layers: int = Field(1, ge=1, description="HAN-GNN layers")
+    dropout: float = Field(0.4, ge=0, lt=1, description="node dropout")
+    attn_dropout: float = Field(0.2, ge=0, lt=1, description="attention dropout")
+    lr: float = Field(0.002, gt=0, description="Adam learning rate")
+    weight_decay: float = Field(0.0, ge=0, description="Adam weight decay")
+    batch_size: int = Field(128, ge=1, description="training samples per step")
+    max_epochs: int = Field(100, ge=1, description="upper bound on training epochs")
+    patience: int = Field(8, ge=1, description="epochs without validation gain before stopping")
     time_budget_min: float | None = Field(
         None, gt=0, description="per model: stop after the epoch past this many minutes (nightly deadline)"
     )
-    max_len: int = Field(50, description="history items the model sees")
+    max_len: int = Field(50, ge=1, description="history items the model sees")
     update: Literal["async", "sync"] = Field("async", description="asynchronous gate or synchronous update")
     fusion: Literal["non_invasive", "invasive"] = Field("non_invasive", description="phase-2 values")
     modality_nodes: Literal["codes", "raw"] = Field("codes", description="code nodes or one node per feature")

@@ -53,3 +53,26 @@ def test_nightly_time_budget_reaches_every_models_training(monkeypatch) -> None:
     assert train_config(settings, "sasrec").time_budget_s == 90
     monkeypatch.delenv("MMSR_MODEL__TIME_BUDGET_MIN")
     assert train_config(load_settings()).time_budget_s is None
+
+
+def test_out_of_range_model_settings_are_refused_up_front() -> None:
+    """Caught when the settings load, not as a traceback from mmsr_model mid-run."""
+    import pytest
+    from pydantic import ValidationError
+
+    for field, value in [
+        ("num_layers", 0),
+        ("hidden_size", 0),
+        ("dropout", 1.0),
+        ("attn_dropout", -0.1),
+        ("lr", 0),
+        ("weight_decay", -1e-5),
+        ("batch_size", 0),
+        ("max_epochs", 0),
+        ("patience", 0),
+        ("max_len", 0),
+        ("readout_dropout", 1.0),
+        ("score_scale", 0),
+    ]:
+        with pytest.raises(ValidationError, match=field):
+            load_settings(model={field: value})
