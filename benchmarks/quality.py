@@ -116,7 +116,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         default=None,
         help="folder of prepared data (<dataset>.npz): loaded when present, else built and saved there; "
-        "lets a machine without DuckDB or the text encoder (a GPU box) train on data built here",
+        "lets a machine without DuckDB or the text encoder (a GPU box) train on data built here. A saved "
+        "file is reused as it is: give a new folder after changing data or code settings (MMSR_CODES_*)",
     )
     args = p.parse_args(argv)
     args.mmsr = dict(parse_override(p, item) for item in args.mmsr)
