@@ -13,23 +13,11 @@ from mmsr_model.training import TrainConfig, config_for
 from pipeline.config import Settings
 
 EVAL_KS = (5, 10, 20)
-#: ModelSettings fields that are architecture parameters of MMSR (the rest drive training)
-MMSR_PARAMS = (
-    "hidden_size",
-    "num_layers",
-    "dropout",
-    "attn_dropout",
-    "max_len",
-    "update",
-    "fusion",
-    "modality_nodes",
-    "modalities",
-    "gate",
-    "readout",
-    "readout_dropout",
-    "norm",
-    "score_scale",
-)
+
+
+def constructor_params(model: str) -> frozenset[str]:
+    """The keyword arguments the model class's constructor accepts."""
+    return frozenset(inspect.signature(model_class(model).__init__).parameters)
 
 
 def train_config(settings: Settings, model: str = "mmsr") -> TrainConfig:
@@ -39,9 +27,11 @@ def train_config(settings: Settings, model: str = "mmsr") -> TrainConfig:
     length and the seed with MMSR (whichever their constructor accepts).
     """
     m = settings.model
+    # MMSR's architecture parameters: the settings fields its constructor takes (the rest drive training)
+    architecture = constructor_params("mmsr") & type(m).model_fields.keys()
     config = TrainConfig(
         model="mmsr",
-        model_params={name: getattr(m, name) for name in MMSR_PARAMS} | {"seed": settings.seed},
+        model_params={name: getattr(m, name) for name in sorted(architecture)} | {"seed": settings.seed},
         lr=m.lr,
         weight_decay=m.weight_decay,
         batch_size=m.batch_size,
@@ -55,7 +45,7 @@ def train_config(settings: Settings, model: str = "mmsr") -> TrainConfig:
     )
     if model == "mmsr":
         return config
-    accepted = inspect.signature(model_class(model).__init__).parameters
+    accepted = constructor_params(model)
     shared = {
         key: value for key, value in (("max_len", m.max_len), ("seed", settings.seed)) if key in accepted
     }

@@ -76,3 +76,15 @@ def test_out_of_range_model_settings_are_refused_up_front() -> None:
     ]:
         with pytest.raises(ValidationError, match=field):
             load_settings(model={field: value})
+
+
+def test_every_mmsr_setting_reaches_the_network() -> None:
+    """The architecture fields of ModelSettings are exactly what MMSR's constructor gets."""
+    from pipeline.train_config import train_config
+
+    params = train_config(load_settings(model={"norm": "none", "score_scale": 8.0})).model_params
+    assert set(params) == {
+        "hidden_size", "num_layers", "dropout", "attn_dropout", "max_len", "update", "fusion",
+        "modality_nodes", "modalities", "gate", "readout", "readout_dropout", "norm", "score_scale", "seed",
+    }  # fmt: skip
+    assert (params["norm"], params["score_scale"]) == ("none", 8.0)
