@@ -212,7 +212,7 @@ def run_split(args: argparse.Namespace, home: Path, split: str, on_result: Calla
 
     variants = [model_variant(m) for m in args.models]
     if "mmsr" in args.models:
-        variants += [("mmsr", f"mmsr-{a}", ABLATIONS[a]) for a in args.ablations]
+        variants += [model_variant(f"mmsr-{a}") for a in args.ablations]
     needs_text = any(name == "mmsr" and params.get("modalities") != [] for name, _, params in variants)
     settings = quality_settings(args, home, split)
     data = prepared_data(args, settings, split, needs_text)
