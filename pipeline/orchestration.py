@@ -27,6 +27,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from pipeline.child_output import ChildOutputFilter
 from pipeline.config import Settings
 from pipeline.errors import PipelineError
 
@@ -197,9 +198,10 @@ def run_stage_isolated(
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         try:
             assert proc.stdout is not None
+            output = ChildOutputFilter()
             for raw in proc.stdout:  # text mode: tqdm's \r redraws arrive as separate lines
-                line = raw.strip()
-                if line:
+                line = output.relay(raw)
+                if line is not None:
                     tail.append(line)
                     log.info("[%s] %s", stage, line)
             returncode = proc.wait()
