@@ -97,7 +97,8 @@ class HANLayer(nn.Module):
     intermediate states but aggregates the ORIGINAL values of the layer input (the
     input states for the homogeneous attention, W_V of the input for the
     heterogeneous one); ``"invasive"`` aggregates values of the intermediate states.
-    Every phase adds its message to a residual; the output is layer-normed (``norm="layer"``).
+    Every phase adds its message to a residual; ``norm="layer"`` layer-norms the output
+    (off by default: on Beauty it lowered validation NDCG, ``benchmarks/results/quality.md``).
     """
 
     def __init__(
@@ -107,7 +108,7 @@ class HANLayer(nn.Module):
         fusion: Literal["non_invasive", "invasive"] = "non_invasive",
         gate: Literal["soft", "hard"] = "soft",
         attn_dropout: float = 0.2,
-        norm: Literal["layer", "none"] = "layer",
+        norm: Literal["layer", "none"] = "none",
     ) -> None:
         super().__init__()
         if update not in ("async", "sync"):

@@ -52,7 +52,7 @@ class MMSR(SequentialRecommender):
         gate: Literal["soft", "hard"] = "soft",
         readout: Literal["last", "mean"] = "last",
         readout_dropout: float = 0.0,
-        norm: Literal["layer", "none"] = "layer",
+        norm: Literal["layer", "none"] = "none",
         score_scale: float | None = None,
         modality_drop_p: float = 0.0,
         seed: int = 2023,

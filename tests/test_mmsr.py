@@ -54,7 +54,7 @@ def some(data: SequenceData, split: str = "train", n: int = 48) -> TargetSet:
         {"gate": "hard"},
         {"readout": "mean"},
         {"readout_dropout": 0.4},
-        {"norm": "none"},
+        {"norm": "layer"},
         {"score_scale": 12.0},
         {"readout": "mean", "score_scale": 12.0},
         {"num_layers": 2},
