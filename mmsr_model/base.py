@@ -32,6 +32,9 @@ class SequentialRecommender(nn.Module, ABC):
     #: whether training should batch histories of similar length together: worth it for models
     #: that pad every history to the batch's longest (SASRec, GRU4Rec), pointless for graphs
     batches_by_length: ClassVar[bool] = False
+    #: constructor arguments that files saved before the argument existed lack, with the value
+    #: those models had; needed only where today's default differs (persistence fills them in)
+    legacy_init_kwargs: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, n_items: int, max_len: int) -> None:
         super().__init__()

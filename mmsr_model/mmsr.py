@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -36,6 +36,8 @@ class MMSR(SequentialRecommender):
     """The multimodal sequential recommender of docs/mmsr-model.md."""
 
     name = "mmsr"
+    #: files saved before ``norm`` existed had a layer norm on every HAN-GNN output
+    legacy_init_kwargs: ClassVar[dict[str, Any]] = {"norm": "layer"}
 
     def __init__(
         self,

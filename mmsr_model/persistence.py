@@ -40,7 +40,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Sequenti
     version = payload.get("format_version")
     if version != FORMAT_VERSION:
         raise ValueError(f"{path}: model file format {version!r}, this library reads {FORMAT_VERSION}")
-    model = model_class(payload["name"])(**_decode(payload["init_kwargs"]))
+    cls = model_class(payload["name"])
+    model = cls(**{**cls.legacy_init_kwargs, **_decode(payload["init_kwargs"])})
     model.load_state_dict(payload["state_dict"], strict=True)
     return model.to(device).eval()
 

@@ -50,3 +50,15 @@ def test_unknown_format_is_refused(tmp_path: Path) -> None:
     torch.save({"format_version": 99, "name": "pop"}, path)
     with pytest.raises(ValueError, match="format 99"):
         load_model(path)
+
+
+def test_mmsr_saved_before_the_norm_switch_loads_with_its_layer_norm(tmp_path: Path) -> None:
+    data = chain_data(n_users=12, n_items=25, text_codes=4)
+    model = build_model("mmsr", data, seed=5, hidden_size=16, norm="layer")
+    path = save_model(model, tmp_path / "model.pt")
+    payload = torch.load(path, weights_only=True)
+    del payload["init_kwargs"]["norm"]  # what the library wrote before `norm` existed
+    torch.save(payload, path)
+    loaded = load_model(path)
+    assert loaded.init_kwargs["norm"] == "layer"
+    assert torch.equal(_scores(model, data), _scores(loaded, data))
