@@ -1,6 +1,10 @@
 from pathlib import Path
 
+import pytest
+from pydantic import ValidationError
+
 from pipeline.config import load_settings
+from pipeline.train_config import train_config
 
 
 def test_env_overrides_yaml_and_defaults(tmp_path: Path, monkeypatch) -> None:
@@ -36,17 +40,12 @@ def test_unknown_metric_is_refused_by_the_cli_with_one_clear_line(monkeypatch) -
 
 
 def test_metric_names_are_validated(monkeypatch) -> None:
-    import pytest
-    from pydantic import ValidationError
-
     with pytest.raises(ValidationError, match="eval_metric"):
         load_settings(model={"eval_metric": "ndcg@10"})
     assert load_settings(model={"eval_metric": "mrr_at_5"}).model.eval_metric == "mrr_at_5"
 
 
 def test_nightly_time_budget_reaches_every_models_training(monkeypatch) -> None:
-    from pipeline.train_config import train_config
-
     monkeypatch.setenv("MMSR_MODEL__TIME_BUDGET_MIN", "1.5")
     settings = load_settings()
     assert train_config(settings).time_budget_s == 90
@@ -55,12 +54,9 @@ def test_nightly_time_budget_reaches_every_models_training(monkeypatch) -> None:
     assert train_config(load_settings()).time_budget_s is None
 
 
-def test_out_of_range_model_settings_are_refused_up_front() -> None:
-    """Caught when the settings load, not as a traceback from mmsr_model mid-run."""
-    import pytest
-    from pydantic import ValidationError
-
-    for field, value in [
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
         ("num_layers", 0),
         ("hidden_size", 0),
         ("dropout", 1.0),
@@ -73,15 +69,16 @@ def test_out_of_range_model_settings_are_refused_up_front() -> None:
         ("max_len", 0),
         ("readout_dropout", 1.0),
         ("score_scale", 0),
-    ]:
-        with pytest.raises(ValidationError, match=field):
-            load_settings(model={field: value})
+    ],
+)
+def test_out_of_range_model_settings_are_refused_up_front(field: str, value: float) -> None:
+    """Caught when the settings load, not as a traceback from mmsr_model mid-run."""
+    with pytest.raises(ValidationError, match=field):
+        load_settings(model={field: value})
 
 
 def test_every_mmsr_setting_reaches_the_network() -> None:
     """The architecture fields of ModelSettings are exactly what MMSR's constructor gets."""
-    from pipeline.train_config import train_config
-
     params = train_config(load_settings(model={"norm": "none", "score_scale": 8.0})).model_params
     assert set(params) == {
         "hidden_size", "num_layers", "dropout", "attn_dropout", "max_len", "update", "fusion",
