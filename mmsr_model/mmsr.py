@@ -26,11 +26,6 @@ from mmsr_model.layers import HANLayer
 
 log = logging.getLogger(__name__)
 
-#: ModelSettings keys that configure training, not the network; accepted and ignored by from_data
-TRAINING_KEYS = frozenset(
-    {"lr", "weight_decay", "batch_size", "max_epochs", "patience", "eval_metric", "device"}
-)
-
 
 class MMSR(SequentialRecommender):
     """The multimodal sequential recommender of docs/mmsr-model.md."""
@@ -152,8 +147,6 @@ class MMSR(SequentialRecommender):
     @classmethod
     def from_data(cls, data: SequenceData, **params: Any) -> MMSR:
         """A fresh model for ``data``; modalities ``data`` does not carry are left out (logged)."""
-        for key in TRAINING_KEYS & params.keys():
-            params.pop(key)
         wanted = list(params.pop("modalities", ["text", "image"]))
         raw = params.get("modality_nodes", "codes") == "raw"
         available = [

@@ -89,6 +89,12 @@ def test_modalities_follow_the_data(data: SequenceData) -> None:
     assert model(data, modality_nodes="raw").init_kwargs["item_features"].keys() == {"text", "image"}
 
 
+def test_training_settings_are_not_model_params(data: SequenceData) -> None:
+    """A training setting handed to the model is a caller's mistake: it fails, not vanishes."""
+    with pytest.raises(TypeError, match="lr"):
+        model(data, lr=0.1)
+
+
 def test_gradient_reaches_code_embeddings(data: SequenceData) -> None:
     m = model(data).train()
     targets = some(data)
