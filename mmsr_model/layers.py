@@ -97,8 +97,10 @@ class HANLayer(nn.Module):
     intermediate states but aggregates the ORIGINAL values of the layer input (the
     input states for the homogeneous attention, W_V of the input for the
     heterogeneous one); ``"invasive"`` aggregates values of the intermediate states.
-    Every phase adds its message to a residual; ``norm="layer"`` layer-norms the output
-    (off by default: on Beauty it lowered validation NDCG, ``benchmarks/results/quality.md``).
+    Every phase adds its message to a residual (``residual=False``: a phase's output is
+    its message alone, as in the public code, so a node keeps its own state only through
+    its self-loop); ``norm="layer"`` layer-norms the output (off by default: on Beauty it
+    lowered validation NDCG, ``benchmarks/results/quality.md``).
     """
 
     def __init__(
@@ -109,6 +111,7 @@ class HANLayer(nn.Module):
         gate: Literal["soft", "hard"] = "soft",
         attn_dropout: float = 0.2,
         norm: Literal["layer", "none"] = "none",
+        residual: bool = True,
     ) -> None:
         super().__init__()
         if update not in ("async", "sync"):
@@ -119,7 +122,7 @@ class HANLayer(nn.Module):
             raise ValueError(f"gate must be 'soft' or 'hard', got {gate!r}")
         if norm not in ("layer", "none"):
             raise ValueError(f"norm must be 'layer' or 'none', got {norm!r}")
-        self.dim, self.update, self.fusion, self.gate = dim, update, fusion, gate
+        self.dim, self.update, self.fusion, self.gate, self.residual = dim, update, fusion, gate, residual
         self.w_q, self.w_k, self.w_v = TypedLinear(dim), TypedLinear(dim), TypedLinear(dim)
         self.a_homo = nn.Parameter(torch.empty(len(HOMO_RELATIONS), dim))
         nn.init.normal_(self.a_homo, std=dim**-0.5)
@@ -149,6 +152,10 @@ class HANLayer(nn.Module):
         logits = sddmm(edges.logit, q, k) / math.sqrt(self.dim)
         return _aggregate(logits, values, edges, self.attn_dropout)
 
+    def _add(self, state: torch.Tensor, message: torch.Tensor) -> torch.Tensor:
+        """A phase's output: ``message`` on top of the residual ``state``, or alone."""
+        return state + message if self.residual else message
+
     def forward(self, h: torch.Tensor, batch: GraphBatch, rows: torch.Tensor | None = None) -> torch.Tensor:
         """New states of all nodes, or only of ``rows`` (ITEM nodes: the readout of a last layer).
 
@@ -157,23 +164,23 @@ class HANLayer(nn.Module):
         """
         values = self.w_v(h, batch.type_counts)
         if self.update == "sync":
-            out = h + self.homogeneous(h, h, batch) + self.heterogeneous(h, values, batch)
+            out = self._add(h, self.homogeneous(h, h, batch) + self.heterogeneous(h, values, batch))
             return self.norm(out if rows is None else out[rows])
         invasive = self.fusion == "invasive"
         # first phases on every node: the second phases read them as neighbour states
-        h_a = h + self.homogeneous(h, h, batch)  # path A: sequential first
-        h_b = h + self.heterogeneous(h, values, batch)  # path B: cross-modal first
+        h_a = self._add(h, self.homogeneous(h, h, batch))  # path A: sequential first
+        h_b = self._add(h, self.heterogeneous(h, values, batch))  # path B: cross-modal first
         values_a = self.w_v(h_a, batch.type_counts) if invasive else values
         values_b = h_b if invasive else h
         if rows is None:
-            out_a = h_a + self.heterogeneous(h_a, values_a, batch)
-            out_b = h_b + self.homogeneous(h_b, values_b, batch)
+            out_a = self._add(h_a, self.heterogeneous(h_a, values_a, batch))
+            out_b = self._add(h_b, self.homogeneous(h_b, values_b, batch))
         else:
             homo_edges, hetero_edges = AttentionEdges.into_rows(batch, rows)
             q = self.w_q.maps[NODE_TYPES.index("item")](h_a[rows])
             k = self.w_k(h_a, batch.type_counts)
-            out_a = h_a[rows] + self._heterogeneous(q, k, values_a, hetero_edges)
-            out_b = h_b[rows] + self._homogeneous(h_b[rows], h_b, values_b, homo_edges)
+            out_a = self._add(h_a[rows], self._heterogeneous(q, k, values_a, hetero_edges))
+            out_b = self._add(h_b[rows], self._homogeneous(h_b[rows], h_b, values_b, homo_edges))
         paths = torch.stack([out_a, out_b], dim=1)  # [N, 2, d]
         weights = self._gate_weights(self.gate_mlp(paths).squeeze(-1).float())
         return self.norm((weights.unsqueeze(-1).to(paths.dtype) * paths).sum(1))

@@ -50,6 +50,7 @@ class MMSR(SequentialRecommender):
         readout: Literal["last", "mean"] = "last",
         readout_dropout: float = 0.0,
         norm: Literal["layer", "none"] = "none",
+        residual: bool = True,
         score_scale: float | None = None,
         modality_drop_p: float = 0.0,
         seed: int = 2023,
@@ -90,6 +91,7 @@ class MMSR(SequentialRecommender):
             "readout": readout,
             "readout_dropout": readout_dropout,
             "norm": norm,
+            "residual": residual,
             "score_scale": score_scale,
             "modality_drop_p": modality_drop_p,
             "seed": seed,
@@ -124,7 +126,13 @@ class MMSR(SequentialRecommender):
                     self.feature_proj[m] = nn.Linear(features.shape[1], hidden_size)
             self.layers = nn.ModuleList(
                 HANLayer(
-                    hidden_size, update=update, fusion=fusion, gate=gate, attn_dropout=attn_dropout, norm=norm
+                    hidden_size,
+                    update=update,
+                    fusion=fusion,
+                    gate=gate,
+                    attn_dropout=attn_dropout,
+                    norm=norm,
+                    residual=residual,
                 )
                 for _ in range(num_layers)
             )

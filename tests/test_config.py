@@ -79,9 +79,12 @@ def test_out_of_range_model_settings_are_refused_up_front(field: str, value: flo
 
 def test_every_mmsr_setting_reaches_the_network() -> None:
     """The architecture fields of ModelSettings are exactly what MMSR's constructor gets."""
-    params = train_config(load_settings(model={"norm": "none", "score_scale": 8.0})).model_params
+    params = train_config(
+        load_settings(model={"norm": "none", "score_scale": 8.0, "residual": False})
+    ).model_params
     assert set(params) == {
         "hidden_size", "num_layers", "dropout", "attn_dropout", "max_len", "update", "fusion",
-        "modality_nodes", "modalities", "gate", "readout", "readout_dropout", "norm", "score_scale", "seed",
+        "modality_nodes", "modalities", "gate", "readout", "readout_dropout", "norm", "residual",
+        "score_scale", "seed",
     }  # fmt: skip
-    assert (params["norm"], params["score_scale"]) == ("none", 8.0)
+    assert (params["norm"], params["score_scale"], params["residual"]) == ("none", 8.0, False)

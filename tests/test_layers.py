@@ -121,6 +121,15 @@ def test_variants_differ_and_gates_behave(batch: GraphBatch) -> None:
     assert scores.grad is not None and scores.grad.abs().sum() > 0  # straight-through gradient
 
 
+def test_residual_switch_keeps_or_drops_the_input_state(batch: GraphBatch) -> None:
+    """Synchronous update: with the residual the output is the input plus the same messages."""
+    h = states(batch)
+    with_residual = layer(update="sync")(h, batch)
+    messages_only = layer(update="sync", residual=False)(h, batch)
+    torch.testing.assert_close(with_residual - messages_only, h)
+    assert not torch.allclose(layer()(h, batch), layer(residual=False)(h, batch), atol=1e-5)
+
+
 def test_runs_under_cpu_autocast(batch: GraphBatch) -> None:
     lay = layer()
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -158,9 +167,10 @@ def test_sparse_kernels_match_gather_reference_with_gradients(
         torch.testing.assert_close(got, want)
 
 
+@pytest.mark.parametrize("residual", [True, False])
 @pytest.mark.parametrize("update", ["async", "sync"])
-def test_restricting_to_readout_rows_gives_those_rows(batch: GraphBatch, update: str) -> None:
-    lay = layer(update=update)
+def test_restricting_to_readout_rows_gives_those_rows(batch: GraphBatch, update: str, residual: bool) -> None:
+    lay = layer(update=update, residual=residual)
     h = states(batch)
     rows = batch.last_node
     torch.testing.assert_close(lay(h, batch, rows=rows), lay(h, batch)[rows])

@@ -55,6 +55,8 @@ def some(data: SequenceData, split: str = "train", n: int = 48) -> TargetSet:
         {"readout": "mean"},
         {"readout_dropout": 0.4},
         {"norm": "layer"},
+        {"residual": False},
+        {"residual": False, "update": "sync"},
         {"score_scale": 12.0},
         {"readout": "mean", "score_scale": 12.0},
         {"num_layers": 2},
