@@ -250,7 +250,8 @@ class MMSR(SequentialRecommender):
         # the last layer only computes the nodes the readout uses
         readout_rows = batch.last_node if self.readout == "last" else torch.arange(n_item, device=h.device)
         for i, layer in enumerate(self.layers):
-            h = layer(self.dropout(h), batch, rows=readout_rows if i == len(self.layers) - 1 else None)
+            # node dropout on each layer's output, where the public code puts it
+            h = self.dropout(layer(h, batch, rows=readout_rows if i == len(self.layers) - 1 else None))
         if self.readout == "mean":
             sample = batch.node_sample[:n_item]
             total = torch.zeros(batch.num_graphs, h.shape[1], dtype=h.dtype, device=h.device)

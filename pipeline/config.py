@@ -32,7 +32,7 @@ class ModelSettings(BaseModel):
 
     hidden_size: int = Field(128, ge=1, description="node / item embedding size d")
     num_layers: int = Field(1, ge=1, description="HAN-GNN layers")
-    dropout: float = Field(0.4, ge=0, lt=1, description="node dropout")
+    dropout: float = Field(0.4, ge=0, lt=1, description="node dropout on each HAN-GNN layer's output")
     attn_dropout: float = Field(0.2, ge=0, lt=1, description="attention dropout")
     lr: float = Field(0.002, gt=0, description="Adam learning rate")
     weight_decay: float = Field(0.0, ge=0, description="Adam weight decay")

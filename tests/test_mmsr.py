@@ -91,6 +91,14 @@ def test_modalities_follow_the_data(data: SequenceData) -> None:
     assert model(data, modality_nodes="raw").init_kwargs["item_features"].keys() == {"text", "image"}
 
 
+def test_node_dropout_acts_on_layer_outputs(data: SequenceData) -> None:
+    """Like the public code, dropout zeroes entries of the layer's output, not of its input."""
+    m = model(data, dropout=0.9).train()
+    batch = m.prepare(data.histories(some(data), m.max_len))
+    assert (m(batch) == 0).float().mean() > 0.8
+    assert (m.eval()(batch) != 0).all()
+
+
 def test_training_settings_are_not_model_params(data: SequenceData) -> None:
     """A training setting handed to the model is a caller's mistake: it fails, not vanishes."""
     with pytest.raises(TypeError, match="lr"):
