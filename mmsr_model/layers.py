@@ -97,10 +97,10 @@ class HANLayer(nn.Module):
     intermediate states but aggregates the ORIGINAL values of the layer input (the
     input states for the homogeneous attention, W_V of the input for the
     heterogeneous one); ``"invasive"`` aggregates values of the intermediate states.
-    Every phase adds its message to a residual (``residual=False``: a phase's output is
-    its message alone, as in the public code, so a node keeps its own state only through
-    its self-loop); ``norm="layer"`` layer-norms the output (off by default: on Beauty it
-    lowered validation NDCG, ``benchmarks/results/quality.md``).
+    A phase's output is its message alone, as in the public code: a node keeps its own
+    state only through its self-loop. ``residual=True`` adds every message to the state
+    instead, and ``norm="layer"`` layer-norms the output; both are off by default because
+    on Beauty they lowered validation NDCG (``benchmarks/results/quality.md``).
     """
 
     def __init__(
@@ -111,7 +111,7 @@ class HANLayer(nn.Module):
         gate: Literal["soft", "hard"] = "soft",
         attn_dropout: float = 0.2,
         norm: Literal["layer", "none"] = "none",
-        residual: bool = True,
+        residual: bool = False,
     ) -> None:
         super().__init__()
         if update not in ("async", "sync"):

@@ -31,8 +31,8 @@ class MMSR(SequentialRecommender):
     """The multimodal sequential recommender of docs/mmsr-model.md."""
 
     name = "mmsr"
-    #: files saved before ``norm`` existed had a layer norm on every HAN-GNN output
-    legacy_init_kwargs: ClassVar[dict[str, Any]] = {"norm": "layer"}
+    #: files saved before ``norm`` / ``residual`` existed: a layer norm and residuals in every layer
+    legacy_init_kwargs: ClassVar[dict[str, Any]] = {"norm": "layer", "residual": True}
 
     def __init__(
         self,
@@ -50,7 +50,7 @@ class MMSR(SequentialRecommender):
         readout: Literal["last", "mean"] = "last",
         readout_dropout: float = 0.0,
         norm: Literal["layer", "none"] = "none",
-        residual: bool = True,
+        residual: bool = False,
         score_scale: float | None = None,
         modality_drop_p: float = 0.0,
         seed: int = 2023,

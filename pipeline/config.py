@@ -55,7 +55,9 @@ class ModelSettings(BaseModel):
     norm: Literal["layer", "none"] = Field(
         "none", description="layer norm on each HAN-GNN layer's output; off: higher validation NDCG on Beauty"
     )
-    residual: bool = Field(True, description="each HAN-GNN phase adds its message to the node's state")
+    residual: bool = Field(
+        False, description="each HAN-GNN phase adds its message to the node's state; off: public code's layer"
+    )
     score_scale: float | None = Field(
         None, gt=0, description="None: dot-product scores; a number: cosine scores times this scale"
     )

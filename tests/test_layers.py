@@ -124,10 +124,10 @@ def test_variants_differ_and_gates_behave(batch: GraphBatch) -> None:
 def test_residual_switch_keeps_or_drops_the_input_state(batch: GraphBatch) -> None:
     """Synchronous update: with the residual the output is the input plus the same messages."""
     h = states(batch)
-    with_residual = layer(update="sync")(h, batch)
+    with_residual = layer(update="sync", residual=True)(h, batch)
     messages_only = layer(update="sync", residual=False)(h, batch)
     torch.testing.assert_close(with_residual - messages_only, h)
-    assert not torch.allclose(layer()(h, batch), layer(residual=False)(h, batch), atol=1e-5)
+    assert not torch.allclose(layer(residual=True)(h, batch), layer()(h, batch), atol=1e-5)
 
 
 def test_runs_under_cpu_autocast(batch: GraphBatch) -> None:

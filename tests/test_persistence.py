@@ -52,13 +52,17 @@ def test_unknown_format_is_refused(tmp_path: Path) -> None:
         load_model(path)
 
 
-def test_mmsr_saved_before_the_norm_switch_loads_with_its_layer_norm(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("switch", "old_value"), [("norm", "layer"), ("residual", True)])
+def test_mmsr_saved_before_a_switch_existed_loads_as_it_was_trained(
+    tmp_path: Path, switch: str, old_value: object
+) -> None:
+    """Old files lack the switch; today's default differs, so loading must use the old value."""
     data = chain_data(n_users=12, n_items=25, text_codes=4)
-    model = build_model("mmsr", data, seed=5, hidden_size=16, norm="layer")
+    model = build_model("mmsr", data, seed=5, hidden_size=16, **{switch: old_value})
     path = save_model(model, tmp_path / "model.pt")
     payload = torch.load(path, weights_only=True)
-    del payload["init_kwargs"]["norm"]  # what the library wrote before `norm` existed
+    del payload["init_kwargs"][switch]  # what the library wrote before the switch existed
     torch.save(payload, path)
     loaded = load_model(path)
-    assert loaded.init_kwargs["norm"] == "layer"
+    assert loaded.init_kwargs[switch] == old_value
     assert torch.equal(_scores(model, data), _scores(loaded, data))
