@@ -62,6 +62,10 @@ class SequentialRecommender(nn.Module, ABC):
     def item_embeddings(self) -> torch.Tensor:
         """Output embeddings of all items, shape ``[n_items, d]``."""
 
+    def random_streams(self) -> dict[str, np.random.Generator]:
+        """Random generators the model draws from while training (a checkpoint saves their state)."""
+        return {}
+
     def full_sort_predict(self, batch: Any) -> torch.Tensor:
         """Scores over all items, shape ``[B, n_items]``."""
         return self.forward(batch) @ self.item_embeddings().T

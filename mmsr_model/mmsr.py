@@ -176,6 +176,9 @@ class MMSR(SequentialRecommender):
             **params,
         )
 
+    def random_streams(self) -> dict[str, np.random.Generator]:
+        return {"train_modality_drop": self._train_drop_rng}
+
     # --- graph batches ---
     def _graph_codes(self) -> dict[int, np.ndarray]:
         """Codes per node type, with the links of dropped items removed."""

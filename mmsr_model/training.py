@@ -5,6 +5,8 @@ prefix of the train part (prefix augmentation). Each epoch shuffles them with a
 seeded generator, optimises the full softmax cross-entropy with Adam, then ranks
 the 'valid' split against all items; early stopping watches
 ``config.eval_metric`` and the best epoch's weights are restored at the end.
+With ``config.checkpoint_dir`` the loop's state is saved after every epoch and a
+rerun resumes after the last saved one (see :mod:`mmsr_model.checkpoint`).
 Models without trainable parameters (Pop) get one "epoch" of validation only.
 """
 
@@ -17,6 +19,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mmsr_model.base import SequentialRecommender
+from mmsr_model.checkpoint import LoopState, Trainee, checkpoint_path, load_checkpoint, save_checkpoint
 from mmsr_model.data import SequenceData, TargetSet
 from mmsr_model.device import resolve_device
 from mmsr_model.evaluation import evaluate
@@ -57,6 +61,8 @@ class TrainConfig:
     time_budget_s: float | None = None  # stop after the epoch that passes this much training time
     # batch histories of similar length together (None: the model's ``batches_by_length``)
     bucket_by_length: bool | None = None
+    # save the loop's state here after every epoch and resume from it (None: no checkpoints)
+    checkpoint_dir: str | None = None
 
 
 def config_for(model: str, base: TrainConfig, **changes: Any) -> TrainConfig:
@@ -111,11 +117,25 @@ def train(
     optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
     autocast, scaler = _mixed_precision(config, device)
     shuffler = np.random.default_rng(config.seed)
+    trainee = Trainee(model, optimizer, scaler, shuffler)
+    checkpoint = None
+    if config.checkpoint_dir is not None:
+        checkpoint = checkpoint_path(config.checkpoint_dir, asdict(config), data)
+    state = _resume(checkpoint, trainee, history, on_epoch_end) or LoopState(
+        epoch=0, best_score=-math.inf, bad_epochs=0, best_state=None, history={}
+    )
+    earlier_seconds = history.seconds
     bucket = model.batches_by_length if config.bucket_by_length is None else config.bucket_by_length
     lengths = np.minimum(samples.positions, model.max_len)
-    best_state: dict[str, torch.Tensor] | None = None
-    best_score, bad_epochs = -math.inf, 0
-    epochs_bar = tqdm(range(1, config.max_epochs + 1), desc=f"train {model.name}", unit="epoch")
+    history.stopped_early = state.bad_epochs >= config.patience  # a resumed run early stopping had ended
+    first = config.max_epochs + 1 if history.stopped_early else state.epoch + 1
+    epochs_bar = tqdm(
+        range(first, config.max_epochs + 1),
+        desc=f"train {model.name}",
+        unit="epoch",
+        initial=min(first - 1, config.max_epochs),
+        total=config.max_epochs,
+    )
     for epoch in epochs_bar:
         epoch_start = time.perf_counter()
         model.train()
@@ -159,17 +179,25 @@ def train(
         record["seconds"] = time.perf_counter() - epoch_start
         _finish_epoch(record, history, on_epoch_end)
         score = record[f"val_{config.eval_metric}"]
-        if score > best_score:
-            best_score, bad_epochs = score, 0
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        if score > state.best_score:
+            state.best_score, state.bad_epochs = score, 0
+            state.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
             history.best_epoch, history.best_val = epoch, _val_part(record)
         else:
-            bad_epochs += 1
+            state.bad_epochs += 1
+        state.epoch = epoch
+        history.seconds = earlier_seconds + time.perf_counter() - started
+        if checkpoint is not None:
+            state.history = history.to_dict()
+            save_checkpoint(checkpoint, trainee, state)
         epochs_bar.set_postfix(loss=f"{record['train_loss']:.4f}", **{config.eval_metric: f"{score:.4f}"})
-        if bad_epochs >= config.patience:
+        if state.bad_epochs >= config.patience:
             history.stopped_early = True
             log.info(
-                "early stop after epoch %d: no %s gain for %d epochs", epoch, config.eval_metric, bad_epochs
+                "early stop after epoch %d: no %s gain for %d epochs",
+                epoch,
+                config.eval_metric,
+                state.bad_epochs,
             )
             break
         if config.time_budget_s is not None and time.perf_counter() - started >= config.time_budget_s:
@@ -181,11 +209,34 @@ def train(
                 history.best_epoch,
             )
             break
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    history.seconds = time.perf_counter() - started
+    if state.best_state is not None:
+        model.load_state_dict(state.best_state)
+    history.seconds = earlier_seconds + time.perf_counter() - started
     log.info("best epoch %d of %d: %s", history.best_epoch, len(history.epochs), history.best_val)
     return model.eval(), history
+
+
+def _resume(
+    path: Path | None,
+    trainee: Trainee,
+    history: TrainHistory,
+    on_epoch_end: Callable[[dict[str, float]], None] | None,
+) -> LoopState | None:
+    """The saved loop state with ``trainee`` and ``history`` restored; ``None`` for a fresh run."""
+    if path is None:
+        return None
+    state = load_checkpoint(path, trainee)
+    if state is None:
+        log.info("checkpointing every epoch to %s", path)
+        return None
+    saved = TrainHistory(**state.history)
+    history.epochs, history.best_epoch, history.best_val = saved.epochs, saved.best_epoch, saved.best_val
+    history.seconds = saved.seconds
+    log.info("resumed from %s after epoch %d (best epoch %d)", path, state.epoch, saved.best_epoch)
+    if on_epoch_end is not None:  # a new tracking run gets the whole curve
+        for record in history.epochs:
+            on_epoch_end(dict(record))
+    return state
 
 
 def _train_samples(data: SequenceData, config: TrainConfig) -> TargetSet:

@@ -1,0 +1,145 @@
+"""Resumable training: the epoch loop's whole state after an epoch, in one file.
+
+A nightly train task that dies mid-run (worker lost, out of memory, pre-empted) is
+retried by Airflow; with a checkpoint the retry carries on after the last finished
+epoch instead of starting over, and a time-budgeted benchmark run on a CPU can be
+continued in a later session until early stopping ends it. Resuming is exact:
+weights, Adam moments, loss scaling, the shuffling, dropout and modality-drop random
+streams and the early-stopping counters all come back, so on the same device a
+resumed run matches an uninterrupted one epoch for epoch.
+
+The file name carries a hash of everything that decides what is learnt (the
+learning settings and the data), so a changed setting or new data starts a fresh
+file instead of resuming a different run. Settings that only decide how long or
+where it runs (max epochs, patience, time budget, device) may change between
+resumes. Files are read with ``torch.load(weights_only=True)``: nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmsr_model.atomic import write_atomically
+from mmsr_model.base import SequentialRecommender
+from mmsr_model.data import SequenceData
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+#: TrainConfig fields a resumed run may change: they steer how long, where and how fast it runs
+RUN_CONTROLS = frozenset(
+    {
+        "max_epochs",
+        "patience",
+        "time_budget_s",
+        "device",
+        "amp",
+        "log_every",
+        "prefetch",
+        "eval_batch_size",
+        "checkpoint_dir",
+    }
+)
+
+
+@dataclass
+class LoopState:
+    """Where the epoch loop stands after ``epoch`` (history as ``TrainHistory.to_dict``)."""
+
+    epoch: int
+    best_score: float
+    bad_epochs: int
+    best_state: dict[str, torch.Tensor] | None
+    history: dict[str, Any]
+
+
+@dataclass
+class Trainee:
+    """The live objects a checkpoint restores in place."""
+
+    model: SequentialRecommender
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    shuffler: np.random.Generator
+
+
+def checkpoint_path(directory: str | Path, config_fields: dict[str, Any], data: SequenceData) -> Path:
+    """``<directory>/<model>-<hash of the learning settings and the data>.pt``."""
+    learning = {k: v for k, v in sorted(config_fields.items()) if k not in RUN_CONTROLS}
+    key = json.dumps({"config": learning, "data": data_signature(data)}, sort_keys=True, default=repr)
+    return Path(directory) / f"{config_fields['model']}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+
+
+def data_signature(data: SequenceData) -> str:
+    """SHA-256 over the sequences, splits and side information: new data means a new run."""
+    digest = hashlib.sha256(f"n_items={data.n_items};users={len(data.sequences)}".encode())
+    for seq in data.sequences:
+        digest.update(np.asarray(seq, dtype=np.int64).tobytes())
+        digest.update(b"|")
+    for name in sorted(data.splits):
+        digest.update(name.encode())
+        digest.update(np.asarray(data.splits[name].users, dtype=np.int64).tobytes())
+        digest.update(np.asarray(data.splits[name].positions, dtype=np.int64).tobytes())
+    for kind in ("item_codes", "code_centres", "item_features"):
+        for modality, array in sorted(getattr(data, kind).items()):
+            digest.update(f"{kind}.{modality}".encode())
+            digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def save_checkpoint(path: Path, trainee: Trainee, state: LoopState) -> Path:
+    """Write the loop's state after ``state.epoch`` atomically (a crash mid-write keeps the last one)."""
+    payload = {
+        "format_version": FORMAT_VERSION,
+        "epoch": state.epoch,
+        "best_score": state.best_score,
+        "bad_epochs": state.bad_epochs,
+        "best_state": state.best_state,
+        "history": state.history,
+        "model": {k: v.detach().cpu() for k, v in trainee.model.state_dict().items()},
+        "optimizer": trainee.optimizer.state_dict(),
+        "scaler": trainee.scaler.state_dict(),
+        "shuffler": trainee.shuffler.bit_generator.state,
+        "model_streams": {
+            name: gen.bit_generator.state for name, gen in trainee.model.random_streams().items()
+        },
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+    }
+    return write_atomically(path, lambda tmp: torch.save(payload, tmp))
+
+
+def load_checkpoint(path: Path, trainee: Trainee) -> LoopState | None:
+    """Restore ``trainee`` from ``path`` and return the loop's state; ``None`` when there is no file."""
+    if not path.exists():
+        return None
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: checkpoint format {payload.get('format_version')!r}, this library reads "
+            f"{FORMAT_VERSION}; delete the file to start the run over"
+        )
+    trainee.model.load_state_dict(payload["model"], strict=True)
+    trainee.optimizer.load_state_dict(payload["optimizer"])
+    trainee.scaler.load_state_dict(payload["scaler"])
+    trainee.shuffler.bit_generator.state = payload["shuffler"]
+    for name, gen in trainee.model.random_streams().items():
+        gen.bit_generator.state = payload["model_streams"][name]
+    torch.set_rng_state(payload["torch_rng"])
+    if payload["cuda_rng"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(payload["cuda_rng"])
+    return LoopState(
+        epoch=payload["epoch"],
+        best_score=payload["best_score"],
+        bad_epochs=payload["bad_epochs"],
+        best_state=payload["best_state"],
+        history=payload["history"],
+    )
