@@ -18,6 +18,10 @@ Build the data here, train elsewhere (a GPU machine needs only torch, torch_geom
 pydantic-settings, not DuckDB, MLflow or the text encoder):
     .venv/bin/python benchmarks/quality.py --prepared prep --models pop --max-epochs 1   # writes prep/*.npz
     python benchmarks/quality.py --prepared prep --device cuda --models mmsr-sync --ablations none
+Continue a budget-cut CPU run in a later session: give both runs the same
+``--checkpoint-dir`` (the second resumes after the last saved epoch; a new budget applies):
+    OMP_NUM_THREADS=1 python benchmarks/quality.py --split loo --models mmsr --ablations none \
+        --prepared prep --checkpoint-dir ckpt --time-budget-min 100
 Variants: ``--models mmsr-invasive`` runs one ablation alone; ``--mmsr dropout=0.5`` overrides a
 ModelSettings field for MMSR (named in the row label).
 Smoke run (clearly labelled as such in the output):
@@ -118,6 +122,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="folder of prepared data (<dataset>.npz): loaded when present, else built and saved there; "
         "lets a machine without DuckDB or the text encoder (a GPU box) train on data built here. A saved "
         "file is reused as it is: give a new folder after changing data or code settings (MMSR_CODES_*)",
+    )
+    p.add_argument(
+        "--checkpoint-dir",
+        type=Path,
+        default=None,
+        help="save each model's training state here after every epoch and resume from it: a rerun with "
+        "the same settings and data carries on where the last one stopped (see mmsr_model.checkpoint)",
     )
     args = p.parse_args(argv)
     args.mmsr = dict(parse_override(p, item) for item in args.mmsr)
@@ -227,6 +238,7 @@ def run_split(args: argparse.Namespace, home: Path, split: str, on_result: Calla
             device=args.device,
             seed=args.seed,
             time_budget_s=None if args.time_budget_min is None else 60 * args.time_budget_min,
+            checkpoint_dir=None if args.checkpoint_dir is None else str(args.checkpoint_dir),
         )
         if name == "mmsr" and args.mmsr:
             label += " (" + ", ".join(f"{k}={v}" for k, v in args.mmsr.items()) + ")"
