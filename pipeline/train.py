@@ -4,15 +4,21 @@ Everything a later reader needs to trust or reproduce a model goes into the run:
 all settings as params, the input fingerprint, per-epoch curves, final and
 baseline metrics, and the artifacts. A run that fails before registration never
 reaches the promotion gate, so it cannot touch ``champion``.
+
+Training checkpoints every epoch under the dataset's ``checkpoints/`` folder, so a
+retried task (Airflow retries a crashed stage) or a rerun of ``mmsr train`` resumes
+after the last finished epoch instead of starting over; a run that gets through
+promotion removes the folder.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -140,12 +146,14 @@ def _log_artifacts(
         mlflow.log_artifacts(str(root / "codes"), "codebooks")
 
 
-def _train_baselines(settings: Settings, data: SequenceData) -> dict[str, dict[str, float]]:
+def _train_baselines(
+    settings: Settings, data: SequenceData, checkpoints: Path
+) -> dict[str, dict[str, float]]:
     """Each enabled baseline trained on the same split; its test metrics logged with its prefix."""
     results: dict[str, dict[str, float]] = {}
     for name in settings.baselines:
         log.info("training baseline %s", name)
-        config = train_config(settings, name)
+        config = replace(train_config(settings, name), checkpoint_dir=str(checkpoints))
         model, _ = train(config, data, on_epoch_end=_epoch_logger(f"{name}_"))
         test = _final_metrics(model, data, config.device)["test"]
         mlflow.log_metrics({f"{name}_test_{key}": value for key, value in test.items()})
@@ -158,7 +166,8 @@ def run_train(settings: Settings, dataset: str, promote: bool = True) -> TrainRe
     data, _ = load_sequence_data(settings, dataset)
     fingerprint = dataset_fingerprint(settings, dataset)
     setup_mlflow(settings, dataset)
-    config = train_config(settings)
+    checkpoints = settings.dataset_dir(dataset) / "checkpoints"
+    config = replace(train_config(settings), checkpoint_dir=str(checkpoints))
     started = time.perf_counter()
     with mlflow.start_run(run_name=f"{dataset}-{datetime.now(UTC):%Y%m%dT%H%M%S}") as run:
         mlflow.log_params(flat_params(settings, dataset))
@@ -176,7 +185,7 @@ def run_train(settings: Settings, dataset: str, promote: bool = True) -> TrainRe
         mlflow.log_metrics({f"val_{key}": value for key, value in final["valid"].items()})
         mlflow.log_metrics({f"test_{key}": value for key, value in final["test"].items()})
         mlflow.log_metrics({"best_epoch": history.best_epoch, "train_seconds": train_seconds})
-        baselines = _train_baselines(settings, data)
+        baselines = _train_baselines(settings, data, checkpoints)
         table = {"mmsr valid": final["valid"], "mmsr test": final["test"]}
         table |= {f"{name} test": metrics for name, metrics in baselines.items()}
         _log_artifacts(settings, dataset, history, table)
@@ -216,4 +225,5 @@ def run_train(settings: Settings, dataset: str, promote: bool = True) -> TrainRe
     )
     if promote:
         report.promotion = run_promote(settings, dataset, version).to_dict()
+    shutil.rmtree(checkpoints, ignore_errors=True)
     return report

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from datetime import date
 from pathlib import Path
@@ -12,8 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
-from tiny_warehouse import tiny_settings, write_tiny_warehouse
+from tiny_warehouse import TINY_MODEL, tiny_settings, write_tiny_warehouse
 
+from pipeline import train as train_stage
 from pipeline.analytics import publish_analytics
 from pipeline.dataset import dataset_fingerprint, load_sequence_data
 from pipeline.errors import PipelineError
@@ -130,11 +132,42 @@ def test_run_is_logged_registered_and_promoted(trained: tuple) -> None:
     # everything under MMSR_HOME: no ./mlruns in the working directory
     assert not any(workdir.iterdir())
     assert (settings.mlflow_artifacts / "tiny").is_dir()
+    assert not (settings.dataset_dir("tiny") / "checkpoints").exists()  # a finished run leaves none
     runs = read_model_runs(settings, "tiny")
     assert runs[0]["model_version"] == 1 and runs[0]["promotion"] == "promoted"
     assert runs[0]["run_id"] == report.run_id and runs[0]["test_ndcg_at_10"] == pytest.approx(
         report.test["ndcg_at_10"]
     )
+
+
+@pytest.mark.slow
+def test_a_retried_train_task_resumes_after_the_last_finished_epoch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = tiny_settings(tmp_path / "home", model={**TINY_MODEL, "patience": 10})
+    write_tiny_warehouse(settings)
+    log_epoch = train_stage._epoch_logger
+
+    def dies_in_epoch_3(prefix: str = "") -> object:
+        def on_epoch_end(row: dict) -> None:
+            if row["epoch"] == 3:
+                raise RuntimeError("worker lost")
+            log_epoch(prefix)(row)
+
+        return on_epoch_end
+
+    monkeypatch.setattr(train_stage, "_epoch_logger", dies_in_epoch_3)
+    with pytest.raises(RuntimeError, match="worker lost"):
+        run_train(settings, "tiny")
+    assert len(list((settings.dataset_dir("tiny") / "checkpoints").glob("mmsr-*.pt"))) == 1
+    monkeypatch.setattr(train_stage, "_epoch_logger", log_epoch)
+    with caplog.at_level(logging.INFO, logger="mmsr_model.training"):
+        report = run_train(settings, "tiny")
+    assert "after epoch 2" in caplog.text and report.epochs == TINY_MODEL["max_epochs"]
+    # the new MLflow run holds the whole curve: the two resumed epochs are logged again
+    curve = MlflowClient(settings.tracking_uri).get_metric_history(report.run_id, "epoch_train_loss")
+    assert [m.step for m in curve] == list(range(1, report.epochs + 1))
+    assert not (settings.dataset_dir("tiny") / "checkpoints").exists()
 
 
 @pytest.mark.slow
