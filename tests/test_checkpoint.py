@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 import torch
 from seqdata import chain_data
-from test_training import Drift, _drift_data
+from toy_models import DRIFT_CONFIG, drift_data, train_drift
 
-from mmsr_model import training
 from mmsr_model.checkpoint import FORMAT_VERSION, checkpoint_path
 from mmsr_model.training import TrainConfig, TrainHistory, train
 
@@ -67,24 +66,16 @@ def test_a_finished_run_is_not_retrained_and_can_be_extended(tmp_path: Path) -> 
 
 
 def test_a_run_early_stopping_ended_stays_ended(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(training, "build_model", lambda name, data, **params: Drift())
-    config = TrainConfig(
-        model="drift",
-        lr=0.5,
-        batch_size=8,
-        max_epochs=20,
-        patience=2,
-        eval_metric="mrr_at_5",
-        checkpoint_dir=str(tmp_path),
-    )
-    _, history = train(config, _drift_data())
+    train_drift(monkeypatch)
+    config = replace(DRIFT_CONFIG, checkpoint_dir=str(tmp_path))
+    _, history = train(config, drift_data())
     assert history.stopped_early and len(history.epochs) == 6
 
-    model, again = train(config, _drift_data())
+    model, again = train(config, drift_data())
     assert again.stopped_early and len(again.epochs) == 6 and again.best_epoch == 4
     assert model.w.item() == pytest.approx(2.0, abs=1e-4)  # the best epoch's weight, restored
 
-    _, patient = train(replace(config, patience=3), _drift_data())  # more patience: one more epoch
+    _, patient = train(replace(config, patience=3), drift_data())  # more patience: one more epoch
     assert len(patient.epochs) == 7 and patient.stopped_early
 
 

@@ -1,11 +1,11 @@
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import numpy as np
 import pytest
 import torch
+from toy_models import ScoreOnly
 
-from mmsr_model.base import SequentialRecommender
 from mmsr_model.data import SequenceData, TargetSet
 from mmsr_model.evaluation import evaluate, evaluate_breakdown, evaluate_missing_modality, sample_ranks
 from mmsr_model.registry import build_model
@@ -13,7 +13,7 @@ from mmsr_model.registry import build_model
 N_ITEMS = 6
 
 
-class FixedScores(SequentialRecommender):
+class FixedScores(ScoreOnly):
     """Scores item i with 0.6 - 0.1 * i whatever the history, so rank(i) = i + 1 before exclusions."""
 
     name = "fixed"
@@ -22,15 +22,6 @@ class FixedScores(SequentialRecommender):
         super().__init__(N_ITEMS, max_len=50)
         self.register_buffer("scores", torch.linspace(0.6, 0.1, N_ITEMS))
         self.drops: list[tuple[str, float, int]] = []
-
-    def prepare(self, histories: Sequence[np.ndarray]) -> int:
-        return len(histories)
-
-    def batch_to(self, batch: int, device: torch.device) -> int:
-        return batch
-
-    def forward(self, batch: int) -> torch.Tensor:
-        return torch.ones(batch, 1)
 
     def item_embeddings(self) -> torch.Tensor:
         return self.scores[:, None]

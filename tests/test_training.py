@@ -1,64 +1,21 @@
 import math
-from collections.abc import Sequence
 from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 from seqdata import chain_data
-from torch import nn
+from toy_models import DRIFT_CONFIG, drift_data, train_drift
 
 from mmsr_model import training
-from mmsr_model.base import SequentialRecommender
-from mmsr_model.data import SequenceData, TargetSet
 from mmsr_model.evaluation import evaluate
 from mmsr_model.training import TrainConfig, config_for, train
 
 
-class Drift(SequentialRecommender):
-    """One weight w that every step pushes up by ~lr (Adam on loss -w).
-
-    The validation target (item 0) scores -(w - 2)^2 against fixed rivals at -0.1
-    and -0.5, so validation improves until w = 2 and degrades after it.
-    """
-
-    name = "drift"
-
-    def __init__(self) -> None:
-        super().__init__(n_items=4, max_len=50)
-        self.w = nn.Parameter(torch.zeros(()))
-
-    def prepare(self, histories: Sequence[np.ndarray]) -> int:
-        return len(histories)
-
-    def batch_to(self, batch: int, device: torch.device) -> int:
-        return batch
-
-    def forward(self, batch: int) -> torch.Tensor:
-        return torch.ones(batch, 1)
-
-    def item_embeddings(self) -> torch.Tensor:
-        rivals = torch.tensor([-0.1, -0.5, -10.0])
-        return torch.cat([-((self.w - 2) ** 2)[None], rivals])[:, None]
-
-    def calculate_loss(self, batch: int, targets: torch.Tensor) -> torch.Tensor:
-        return -self.w
-
-
-def _drift_data() -> SequenceData:
-    sequences = [np.array([1, 2, 0], dtype=np.int64) for _ in range(3)]
-    users = np.arange(3, dtype=np.int64)
-    splits = {"train": TargetSet(users, np.ones(3, dtype=np.int64)), "valid": TargetSet(users, np.full(3, 2))}
-    return SequenceData(sequences=sequences, n_items=4, splits=splits)
-
-
 def test_early_stopping_restores_the_best_epochs_weights(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(training, "build_model", lambda name, data, **params: Drift())
+    train_drift(monkeypatch)
     seen: list[dict[str, float]] = []
-    config = TrainConfig(
-        model="drift", lr=0.5, batch_size=8, max_epochs=20, patience=2, eval_metric="mrr_at_5"
-    )
-    model, history = train(config, _drift_data(), on_epoch_end=seen.append)
+    model, history = train(DRIFT_CONFIG, drift_data(), on_epoch_end=seen.append)
     # w after each epoch: 0.5, 1, 1.5, 2, 2.5, 3 -> target rank 3, 3, 2, 1, 2, 3 -> stop after 2 bad epochs
     assert [round(r["val_mrr_at_5"], 4) for r in history.epochs] == [0.3333, 0.3333, 0.5, 1.0, 0.5, 0.3333]
     assert history.stopped_early and history.best_epoch == 4
@@ -68,17 +25,8 @@ def test_early_stopping_restores_the_best_epochs_weights(monkeypatch: pytest.Mon
 
 
 def test_time_budget_stops_after_the_first_epoch_that_passes_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(training, "build_model", lambda name, data, **params: Drift())
-    config = TrainConfig(
-        model="drift",
-        lr=0.5,
-        batch_size=8,
-        max_epochs=20,
-        patience=5,
-        eval_metric="mrr_at_5",
-        time_budget_s=0.0,
-    )
-    model, history = train(config, _drift_data())
+    train_drift(monkeypatch)
+    model, history = train(replace(DRIFT_CONFIG, patience=5, time_budget_s=0.0), drift_data())
     assert len(history.epochs) == 1 and history.best_epoch == 1
     assert history.stopped_by_budget and not history.stopped_early
 
