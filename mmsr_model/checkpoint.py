@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,8 +29,6 @@ import torch
 from mmsr_model.atomic import write_atomically
 from mmsr_model.base import SequentialRecommender
 from mmsr_model.data import SequenceData
-
-log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 #: TrainConfig fields a resumed run may change: they steer how long, where and how fast it runs
