@@ -101,6 +101,9 @@ class HANLayer(nn.Module):
     state only through its self-loop. ``residual=True`` adds every message to the state
     instead, and ``norm="layer"`` layer-norms the output; both are off by default because
     on Beauty they lowered validation NDCG (``benchmarks/results/quality.md``).
+    ``homogeneous_values="projected"`` makes the homogeneous attention aggregate W_V of its
+    neighbours instead of their states, as the public code does (there every message is in
+    the projected space); ``"states"`` (default) aggregates the states themselves.
     """
 
     def __init__(
@@ -112,6 +115,7 @@ class HANLayer(nn.Module):
         attn_dropout: float = 0.2,
         norm: Literal["layer", "none"] = "none",
         residual: bool = False,
+        homogeneous_values: Literal["states", "projected"] = "states",
     ) -> None:
         super().__init__()
         if update not in ("async", "sync"):
@@ -122,6 +126,11 @@ class HANLayer(nn.Module):
             raise ValueError(f"gate must be 'soft' or 'hard', got {gate!r}")
         if norm not in ("layer", "none"):
             raise ValueError(f"norm must be 'layer' or 'none', got {norm!r}")
+        if homogeneous_values not in ("states", "projected"):
+            raise ValueError(
+                f"homogeneous_values must be 'states' or 'projected', got {homogeneous_values!r}"
+            )
+        self.projected_homogeneous = homogeneous_values == "projected"
         self.dim, self.update, self.fusion, self.gate, self.residual = dim, update, fusion, gate, residual
         self.w_q, self.w_k, self.w_v = TypedLinear(dim), TypedLinear(dim), TypedLinear(dim)
         self.a_homo = nn.Parameter(torch.empty(len(HOMO_RELATIONS), dim))
@@ -163,15 +172,19 @@ class HANLayer(nn.Module):
         phases, the gate and the layer norm run for those rows only.
         """
         values = self.w_v(h, batch.type_counts)
+        homo_values = values if self.projected_homogeneous else h
         if self.update == "sync":
-            out = self._add(h, self.homogeneous(h, h, batch) + self.heterogeneous(h, values, batch))
+            out = self._add(h, self.homogeneous(h, homo_values, batch) + self.heterogeneous(h, values, batch))
             return self.norm(out if rows is None else out[rows])
         invasive = self.fusion == "invasive"
         # first phases on every node: the second phases read them as neighbour states
-        h_a = self._add(h, self.homogeneous(h, h, batch))  # path A: sequential first
+        h_a = self._add(h, self.homogeneous(h, homo_values, batch))  # path A: sequential first
         h_b = self._add(h, self.heterogeneous(h, values, batch))  # path B: cross-modal first
         values_a = self.w_v(h_a, batch.type_counts) if invasive else values
-        values_b = h_b if invasive else h
+        if invasive:
+            values_b = self.w_v(h_b, batch.type_counts) if self.projected_homogeneous else h_b
+        else:
+            values_b = homo_values
         if rows is None:
             out_a = self._add(h_a, self.heterogeneous(h_a, values_a, batch))
             out_b = self._add(h_b, self.homogeneous(h_b, values_b, batch))

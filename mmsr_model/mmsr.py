@@ -51,6 +51,7 @@ class MMSR(SequentialRecommender):
         readout_dropout: float = 0.0,
         norm: Literal["layer", "none"] = "none",
         residual: bool = False,
+        homogeneous_values: Literal["states", "projected"] = "states",
         score_scale: float | None = None,
         modality_drop_p: float = 0.0,
         seed: int = 2023,
@@ -92,6 +93,7 @@ class MMSR(SequentialRecommender):
             "readout_dropout": readout_dropout,
             "norm": norm,
             "residual": residual,
+            "homogeneous_values": homogeneous_values,
             "score_scale": score_scale,
             "modality_drop_p": modality_drop_p,
             "seed": seed,
@@ -133,6 +135,7 @@ class MMSR(SequentialRecommender):
                     attn_dropout=attn_dropout,
                     norm=norm,
                     residual=residual,
+                    homogeneous_values=homogeneous_values,
                 )
                 for _ in range(num_layers)
             )

@@ -130,6 +130,22 @@ def test_residual_switch_keeps_or_drops_the_input_state(batch: GraphBatch) -> No
     assert not torch.allclose(layer(residual=True)(h, batch), layer()(h, batch), atol=1e-5)
 
 
+@pytest.mark.parametrize("homogeneous_values", ["states", "projected"])
+def test_homogeneous_values_switch_picks_what_the_sequential_attention_aggregates(
+    batch: GraphBatch, homogeneous_values: str
+) -> None:
+    """Synchronous update: the homogeneous message mixes the states, or their W_V projections."""
+    h = states(batch)
+    lay = layer(update="sync", homogeneous_values=homogeneous_values)
+    values = lay.w_v(h, batch.type_counts)
+    homo_values = values if homogeneous_values == "projected" else h
+    expected = lay.homogeneous(h, homo_values, batch) + lay.heterogeneous(h, values, batch)
+    torch.testing.assert_close(lay(h, batch), expected)
+    for fusion in ("non_invasive", "invasive"):
+        projected = layer(fusion=fusion, homogeneous_values="projected")(h, batch)
+        assert not torch.allclose(projected, layer(fusion=fusion)(h, batch), atol=1e-5)
+
+
 def test_runs_under_cpu_autocast(batch: GraphBatch) -> None:
     lay = layer()
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -140,6 +156,8 @@ def test_runs_under_cpu_autocast(batch: GraphBatch) -> None:
 def test_unknown_switch_is_rejected() -> None:
     with pytest.raises(ValueError, match="update"):
         HANLayer(DIM, update="parallel")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="homogeneous_values"):
+        HANLayer(DIM, homogeneous_values="keys")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("gathers", [False, True], ids=["sparse", "gather-path"])
@@ -167,10 +185,14 @@ def test_sparse_kernels_match_gather_reference_with_gradients(
         torch.testing.assert_close(got, want)
 
 
+@pytest.mark.parametrize("homogeneous_values", ["states", "projected"])
+@pytest.mark.parametrize("fusion", ["non_invasive", "invasive"])
 @pytest.mark.parametrize("residual", [True, False])
 @pytest.mark.parametrize("update", ["async", "sync"])
-def test_restricting_to_readout_rows_gives_those_rows(batch: GraphBatch, update: str, residual: bool) -> None:
-    lay = layer(update=update, residual=residual)
+def test_restricting_to_readout_rows_gives_those_rows(
+    batch: GraphBatch, update: str, residual: bool, fusion: str, homogeneous_values: str
+) -> None:
+    lay = layer(update=update, residual=residual, fusion=fusion, homogeneous_values=homogeneous_values)
     h = states(batch)
     rows = batch.last_node
     torch.testing.assert_close(lay(h, batch, rows=rows), lay(h, batch)[rows])

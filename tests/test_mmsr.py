@@ -60,6 +60,8 @@ def some(data: SequenceData, split: str = "train", n: int = 48) -> TargetSet:
         {"score_scale": 12.0},
         {"readout": "mean", "score_scale": 12.0},
         {"num_layers": 2},
+        {"homogeneous_values": "projected"},
+        {"homogeneous_values": "projected", "fusion": "invasive"},
         {"modality_drop_p": 0.5},
     ],
     ids=lambda p: ",".join(f"{k}={v}" for k, v in p.items()) or "default",
