@@ -55,6 +55,7 @@ FULL_EPOCHS = 100
 #: MMSR variants beside the default (async update, non-invasive fusion, text codes)
 ABLATIONS: dict[str, dict[str, Any]] = {
     "sync": {"update": "sync"},
+    "homo_states": {"homogeneous_values": "states"},
     "invasive": {"fusion": "invasive"},
     "raw": {"modality_nodes": "raw"},
     "id_only": {"modalities": []},

@@ -31,8 +31,13 @@ class MMSR(SequentialRecommender):
     """The multimodal sequential recommender of docs/mmsr-model.md."""
 
     name = "mmsr"
-    #: files saved before ``norm`` / ``residual`` existed: a layer norm and residuals in every layer
-    legacy_init_kwargs: ClassVar[dict[str, Any]] = {"norm": "layer", "residual": True}
+    #: files saved before a switch existed load as they were trained: a layer norm and residuals
+    #: in every layer, the homogeneous attention aggregating states
+    legacy_init_kwargs: ClassVar[dict[str, Any]] = {
+        "norm": "layer",
+        "residual": True,
+        "homogeneous_values": "states",
+    }
 
     def __init__(
         self,
@@ -51,7 +56,7 @@ class MMSR(SequentialRecommender):
         readout_dropout: float = 0.0,
         norm: Literal["layer", "none"] = "none",
         residual: bool = False,
-        homogeneous_values: Literal["states", "projected"] = "states",
+        homogeneous_values: Literal["states", "projected"] = "projected",
         score_scale: float | None = None,
         modality_drop_p: float = 0.0,
         seed: int = 2023,

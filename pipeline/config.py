@@ -59,7 +59,8 @@ class ModelSettings(BaseModel):
         False, description="each HAN-GNN phase adds its message to the node's state; off: public code's layer"
     )
     homogeneous_values: Literal["states", "projected"] = Field(
-        "states", description="homogeneous attention aggregates neighbour states or their W_V projections"
+        "projected",
+        description="homogeneous attention aggregates W_V of the neighbours (public code's) or their states",
     )
     score_scale: float | None = Field(
         None, gt=0, description="None: dot-product scores; a number: cosine scores times this scale"

@@ -87,15 +87,19 @@ def test_second_phase_of_each_path_depends_on_the_first(batch: GraphBatch, fusio
     assert torch.allclose(path_b.calls["homogeneous"][0], base.calls["homogeneous"][0])
 
 
-def test_non_invasive_aggregates_original_values(batch: GraphBatch) -> None:
-    """Phase 2 of path B aggregates the layer input states, so its output is a convex mix of them."""
+@pytest.mark.parametrize("homogeneous_values", ["states", "projected"])
+def test_non_invasive_aggregates_original_values(batch: GraphBatch, homogeneous_values: str) -> None:
+    """Phase 2 of path B aggregates the layer input's values, so its output is a convex mix of them."""
     h = states(batch)
-    rec = Recorder(lay := layer())
+    rec = Recorder(lay := layer(homogeneous_values=homogeneous_values))
     lay(h, batch)
-    # values of the homogeneous phase 2 are the input states: a convex mix of h, not of the updated states
+    values = lay.w_v(h, batch.type_counts) if homogeneous_values == "projected" else h
+    # a convex mix of the input's values (per coordinate), not of the updated states
     mixed = rec.calls["homogeneous"][1]
-    assert mixed.abs().max() <= h.abs().max() + 1e-5
-    assert not torch.allclose(layer(fusion="invasive")(h, batch), lay(h, batch), atol=1e-5)
+    assert (mixed <= values.max(0).values + 1e-5).all() and (mixed >= values.min(0).values - 1e-5).all()
+    assert not torch.allclose(
+        layer(fusion="invasive", homogeneous_values=homogeneous_values)(h, batch), lay(h, batch), atol=1e-5
+    )
 
 
 def test_variants_differ_and_gates_behave(batch: GraphBatch) -> None:
@@ -143,7 +147,9 @@ def test_homogeneous_values_switch_picks_what_the_sequential_attention_aggregate
     torch.testing.assert_close(lay(h, batch), expected)
     for fusion in ("non_invasive", "invasive"):
         projected = layer(fusion=fusion, homogeneous_values="projected")(h, batch)
-        assert not torch.allclose(projected, layer(fusion=fusion)(h, batch), atol=1e-5)
+        assert not torch.allclose(
+            projected, layer(fusion=fusion, homogeneous_values="states")(h, batch), atol=1e-5
+        )
 
 
 def test_runs_under_cpu_autocast(batch: GraphBatch) -> None:

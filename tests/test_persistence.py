@@ -52,7 +52,9 @@ def test_unknown_format_is_refused(tmp_path: Path) -> None:
         load_model(path)
 
 
-@pytest.mark.parametrize(("switch", "old_value"), [("norm", "layer"), ("residual", True)])
+@pytest.mark.parametrize(
+    ("switch", "old_value"), [("norm", "layer"), ("residual", True), ("homogeneous_values", "states")]
+)
 def test_mmsr_saved_before_a_switch_existed_loads_as_it_was_trained(
     tmp_path: Path, switch: str, old_value: object
 ) -> None:
