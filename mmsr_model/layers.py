@@ -94,9 +94,10 @@ class HANLayer(nn.Module):
     ``gate="hard"`` picks one path, straight-through Gumbel while training, argmax in
     eval). ``update="sync"`` runs both attentions on the layer input and sums them.
     ``fusion="non_invasive"``: the second phase computes its attention from the
-    intermediate states but aggregates the ORIGINAL values of the layer input (the
-    input states for the homogeneous attention, W_V of the input for the
-    heterogeneous one); ``"invasive"`` aggregates values of the intermediate states.
+    intermediate states but aggregates the ORIGINAL values of the layer input (W_V of
+    the input; the input states themselves for the homogeneous attention when
+    ``homogeneous_values="states"``); ``"invasive"`` aggregates values of the
+    intermediate states.
     A phase's output is its message alone, as in the public code: a node keeps its own
     state only through its self-loop. ``residual=True`` adds every message to the state
     instead, and ``norm="layer"`` layer-norms the output; both are off by default because
