@@ -115,6 +115,11 @@ def test_variants_differ_and_gates_behave(batch: GraphBatch) -> None:
     }
     assert not torch.allclose(outputs["async"], outputs["sync"], atol=1e-5)
     assert not torch.allclose(outputs["async"], outputs["invasive"], atol=1e-5)
+    for fusion in ("non_invasive", "invasive"):
+        projected = layer(fusion=fusion, homogeneous_values="projected")(h, batch)
+        assert not torch.allclose(
+            projected, layer(fusion=fusion, homogeneous_values="states")(h, batch), atol=1e-5
+        )
     hard = layer(gate="hard")
     scores = torch.randn(5, 2)
     assert torch.equal(hard._gate_weights(scores).sum(-1), torch.ones(5))
@@ -145,11 +150,6 @@ def test_homogeneous_values_switch_picks_what_the_sequential_attention_aggregate
     homo_values = values if homogeneous_values == "projected" else h
     expected = lay.homogeneous(h, homo_values, batch) + lay.heterogeneous(h, values, batch)
     torch.testing.assert_close(lay(h, batch), expected)
-    for fusion in ("non_invasive", "invasive"):
-        projected = layer(fusion=fusion, homogeneous_values="projected")(h, batch)
-        assert not torch.allclose(
-            projected, layer(fusion=fusion, homogeneous_values="states")(h, batch), atol=1e-5
-        )
 
 
 def test_runs_under_cpu_autocast(batch: GraphBatch) -> None:
