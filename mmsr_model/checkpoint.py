@@ -12,7 +12,9 @@ The file name carries a hash of everything that decides what is learnt (the
 learning settings and the data), so a changed setting or new data starts a fresh
 file instead of resuming a different run. Settings that only decide how long or
 where it runs (max epochs, patience, time budget, device) may change between
-resumes. Files are read with ``torch.load(weights_only=True)``: nothing is unpickled.
+resumes, and so may ``refit``: a finished run resumed with it goes straight to the
+refit (which is not checkpointed). Files are read with ``torch.load(weights_only=True)``:
+nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ RUN_CONTROLS = frozenset(
         "prefetch",
         "eval_batch_size",
         "checkpoint_dir",
+        "refit",  # runs after the checkpointed loop has ended; it does not change what the loop learns
     }
 )
 

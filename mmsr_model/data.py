@@ -9,7 +9,7 @@ and the model sees the history ``sequences[user][:position]`` (its last
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +66,15 @@ class SequenceData:
         np.maximum.at(last, train.users, train.positions)
         seen = [self.sequences[u][: p + 1] for u, p in enumerate(last.tolist()) if p >= 0]
         return np.bincount(np.concatenate(seen), minlength=self.n_items).astype(np.int64)
+
+    def with_valid_in_train(self) -> SequenceData:
+        """A copy whose 'train' split also holds the 'valid' targets, and that has no 'valid' split."""
+        train, valid = self.splits["train"], self.splits["valid"]
+        splits = {name: targets for name, targets in self.splits.items() if name not in ("train", "valid")}
+        splits["train"] = TargetSet(
+            np.concatenate([train.users, valid.users]), np.concatenate([train.positions, valid.positions])
+        )
+        return replace(self, splits=splits)
 
     def target_items(self, targets: TargetSet) -> np.ndarray:
         return np.fromiter(

@@ -4,7 +4,8 @@ Samples are the 'train' split's (user, position) pairs, which already hold every
 prefix of the train part (prefix augmentation). Each epoch shuffles them with a
 seeded generator, optimises the full softmax cross-entropy with Adam, then ranks
 the 'valid' split against all items; early stopping watches
-``config.eval_metric`` and the best epoch's weights are restored at the end.
+``config.eval_metric`` and the best epoch's weights are restored at the end (or,
+with ``config.refit``, a fresh model is trained on train + valid for that many epochs).
 With ``config.checkpoint_dir`` the loop's state is saved after every epoch and a
 rerun resumes after the last saved one (see :mod:`mmsr_model.checkpoint`).
 Models without trainable parameters (Pop) get one "epoch" of validation only.
@@ -63,6 +64,8 @@ class TrainConfig:
     bucket_by_length: bool | None = None
     # save the loop's state here after every epoch and resume from it (None: no checkpoints)
     checkpoint_dir: str | None = None
+    # after early stopping, retrain from scratch on train + valid targets for the best epoch count
+    refit: bool = False
 
 
 def config_for(model: str, base: TrainConfig, **changes: Any) -> TrainConfig:
@@ -81,7 +84,9 @@ class TrainHistory:
     stopped_by_budget: bool = False
     device: str = "cpu"
     n_train_samples: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # selection and refit together
+    refit_epochs: int = 0  # epochs of the refit on train + valid (0: no refit)
+    refit_samples: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,7 +97,11 @@ def train(
     data: SequenceData,
     on_epoch_end: Callable[[dict[str, float]], None] | None = None,
 ) -> tuple[SequentialRecommender, TrainHistory]:
-    """Train ``config.model`` on ``data``; return it with the best-on-validation weights."""
+    """Train ``config.model`` on ``data``; return it with the best-on-validation weights.
+
+    With ``config.refit`` the returned model is instead a fresh one trained on train
+    and valid targets for the best epoch count (see :func:`_refit`).
+    """
     if config.eval_metric not in metric_names(config.eval_ks):
         raise ValueError(f"eval_metric {config.eval_metric!r} is not among {metric_names(config.eval_ks)}")
     if "valid" not in data.splits or len(data.splits["valid"]) == 0:
@@ -111,6 +120,8 @@ def train(
         record["seconds"] = record["val_seconds"]
         _finish_epoch(record, history, on_epoch_end)
         history.best_epoch, history.best_val = 1, _val_part(record)
+        if config.refit:
+            model = _refit(config, data, history, device)
         history.seconds = time.perf_counter() - started
         return model.eval(), history
 
@@ -125,8 +136,6 @@ def train(
         epoch=0, best_score=-math.inf, bad_epochs=0, best_state=None, history={}
     )
     earlier_seconds = history.seconds
-    bucket = model.batches_by_length if config.bucket_by_length is None else config.bucket_by_length
-    lengths = np.minimum(samples.positions, model.max_len)
     history.stopped_early = state.bad_epochs >= config.patience  # a resumed run early stopping had ended
     first = config.max_epochs + 1 if history.stopped_early else state.epoch + 1
     epochs_bar = tqdm(
@@ -138,41 +147,11 @@ def train(
     )
     for epoch in epochs_bar:
         epoch_start = time.perf_counter()
-        model.train()
-        loss_sum, steps = 0.0, 0
-        order = shuffler.permutation(len(samples))
-        if bucket:
-            order = length_bucketed(order, lengths, config.batch_size, shuffler)
-        batches = _batches(model, data, samples, order, config.batch_size, config.prefetch)
-        steps_bar = tqdm(
-            batches,
-            total=math.ceil(len(order) / config.batch_size),
-            desc=f"epoch {epoch}",
-            unit="batch",
-            leave=False,
-        )
-        for batch, targets in steps_bar:
-            with autocast():
-                loss = model.calculate_loss(
-                    model.batch_to(batch, device), targets.to(device, non_blocking=True)
-                )
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"{model.name}: loss is {loss.item()} at epoch {epoch}, step {steps + 1}"
-                )
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            loss_sum += loss.item()
-            steps += 1
-            steps_bar.set_postfix(loss=f"{loss_sum / steps:.4f}")
-            if config.log_every and steps % config.log_every == 0:
-                log.info("epoch %d step %d: loss %.4f", epoch, steps, loss_sum / steps)
+        train_loss = _fit_epoch(trainee, data, samples, config, epoch, device, autocast)
         train_seconds = time.perf_counter() - epoch_start
         record = {
             "epoch": float(epoch),
-            "train_loss": loss_sum / max(steps, 1),
+            "train_loss": train_loss,
             "train_seconds": train_seconds,
         }
         record.update(_validate(model, data, config, device))
@@ -211,9 +190,41 @@ def train(
             break
     if state.best_state is not None:
         model.load_state_dict(state.best_state)
-    history.seconds = earlier_seconds + time.perf_counter() - started
     log.info("best epoch %d of %d: %s", history.best_epoch, len(history.epochs), history.best_val)
+    if config.refit:
+        model = _refit(config, data, history, device)
+    history.seconds = earlier_seconds + time.perf_counter() - started
     return model.eval(), history
+
+
+def _refit(
+    config: TrainConfig, data: SequenceData, history: TrainHistory, device: torch.device
+) -> SequentialRecommender:
+    """A fresh model trained on the train and valid targets for ``history.best_epoch`` epochs.
+
+    Early stopping needs targets it does not train on, so the selected model never
+    learns each user's most recent pre-test interaction, the one nearest to what it
+    will be asked to predict. Validation has done its job once it has chosen the epoch
+    count; the refit spends that count on all the data. The history keeps the
+    selection run's validation numbers: the refit model has seen those targets.
+    """
+    merged = data.with_valid_in_train()
+    seed_everything(config.seed)
+    model = build_model(config.model, merged, **config.model_params).to(device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    samples = _train_samples(merged, config)
+    history.refit_samples = len(samples)
+    if not trainable:  # Pop: its counts now include the valid targets
+        return model
+    optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    autocast, scaler = _mixed_precision(config, device)
+    trainee = Trainee(model, optimizer, scaler, np.random.default_rng(config.seed))
+    log.info("refit %s on %d train + valid samples, %d epochs", model.name, len(samples), history.best_epoch)
+    for epoch in tqdm(range(1, history.best_epoch + 1), desc=f"refit {model.name}", unit="epoch"):
+        loss = _fit_epoch(trainee, merged, samples, config, epoch, device, autocast)
+        history.refit_epochs = epoch
+        log.info("refit epoch %d: train_loss %.5f", epoch, loss)
+    return model
 
 
 def _resume(
@@ -237,6 +248,50 @@ def _resume(
         for record in history.epochs:
             on_epoch_end(dict(record))
     return state
+
+
+def _fit_epoch(
+    trainee: Trainee,
+    data: SequenceData,
+    samples: TargetSet,
+    config: TrainConfig,
+    epoch: int,
+    device: torch.device,
+    autocast: Callable[[], Any],
+) -> float:
+    """One optimisation pass over ``samples`` in the shuffler's order; the mean loss."""
+    model, optimizer, scaler = trainee.model, trainee.optimizer, trainee.scaler
+    model.train()
+    order = trainee.shuffler.permutation(len(samples))
+    if model.batches_by_length if config.bucket_by_length is None else config.bucket_by_length:
+        lengths = np.minimum(samples.positions, model.max_len)
+        order = length_bucketed(order, lengths, config.batch_size, trainee.shuffler)
+    batches = _batches(model, data, samples, order, config.batch_size, config.prefetch)
+    steps_bar = tqdm(
+        batches,
+        total=math.ceil(len(order) / config.batch_size),
+        desc=f"epoch {epoch}",
+        unit="batch",
+        leave=False,
+    )
+    loss_sum, steps = 0.0, 0
+    for batch, targets in steps_bar:
+        with autocast():
+            loss = model.calculate_loss(model.batch_to(batch, device), targets.to(device, non_blocking=True))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"{model.name}: loss is {loss.item()} at epoch {epoch}, step {steps + 1}"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        loss_sum += loss.item()
+        steps += 1
+        steps_bar.set_postfix(loss=f"{loss_sum / steps:.4f}")
+        if config.log_every and steps % config.log_every == 0:
+            log.info("epoch %d step %d: loss %.4f", epoch, steps, loss_sum / steps)
+    return loss_sum / max(steps, 1)
 
 
 def _train_samples(data: SequenceData, config: TrainConfig) -> TargetSet:

@@ -65,6 +65,20 @@ def test_a_finished_run_is_not_retrained_and_can_be_extended(tmp_path: Path) -> 
     assert _learning_curve(longer) == _learning_curve(straight)
 
 
+def test_a_finished_run_resumed_with_refit_goes_straight_to_the_same_refit(tmp_path: Path) -> None:
+    data = chain_data(n_users=60, n_items=20, text_codes=6)
+    straight_model, straight = train(replace(MMSR_CONFIG, refit=True), data)
+    config = replace(MMSR_CONFIG, checkpoint_dir=str(tmp_path))
+    selected_model, selected = train(config, data)
+
+    refit_model, refit = train(replace(config, refit=True), data)
+    assert _learning_curve(refit) == _learning_curve(selected) == _learning_curve(straight)
+    assert refit.refit_epochs == selected.best_epoch == straight.refit_epochs
+    _assert_same_weights(refit_model, straight_model)
+    with pytest.raises(AssertionError):
+        _assert_same_weights(refit_model, selected_model)
+
+
 def test_a_run_early_stopping_ended_stays_ended(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     train_drift(monkeypatch)
     config = replace(DRIFT_CONFIG, checkpoint_dir=str(tmp_path))

@@ -50,6 +50,35 @@ def test_same_seed_gives_identical_runs() -> None:
     assert [r["train_loss"] for r in hist_d.epochs] == [r["train_loss"] for r in hist_a.epochs]
 
 
+def test_refit_retrains_from_scratch_on_train_and_valid_for_the_best_epoch_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    train_drift(monkeypatch)
+    # batches of 2: the 3 train samples take 2 steps an epoch, train + valid (6) take 3
+    config = replace(DRIFT_CONFIG, batch_size=2)
+    selected, history = train(config, drift_data())
+    # w after each epoch: 1, 2, 3, 4 -> best epoch 2, stopped after 2 bad epochs
+    assert history.best_epoch == 2 and len(history.epochs) == 4
+    assert selected.w.item() == pytest.approx(2.0, abs=1e-4) and history.refit_epochs == 0
+
+    refit, refit_history = train(replace(config, refit=True), drift_data())
+    assert refit.w.item() == pytest.approx(3.0, abs=1e-4)  # a fresh w, 2 epochs x 3 steps
+    assert (refit_history.refit_epochs, refit_history.refit_samples) == (2, 6)
+    # selection is unchanged and its validation numbers are kept: the refit model has seen valid
+    assert refit_history.best_val == history.best_val and refit_history.best_epoch == 2
+
+
+def test_refit_of_popularity_counts_the_valid_targets() -> None:
+    data = chain_data(n_users=30, n_items=20)
+    merged = data.with_valid_in_train()
+    assert "valid" not in merged.splits and merged.splits["test"] is data.splits["test"]
+    assert len(merged.splits["train"]) == len(data.splits["train"]) + len(data.splits["valid"])
+    model, history = train(TrainConfig(model="pop", refit=True), data)
+    assert torch.equal(model.counts, torch.from_numpy(merged.train_item_counts()).float())
+    assert not torch.equal(model.counts, torch.from_numpy(data.train_item_counts()).float())
+    assert history.best_val == evaluate(train(TrainConfig(model="pop"), data)[0], data, "valid")
+
+
 def test_models_without_parameters_get_one_validation_epoch() -> None:
     data = chain_data(n_users=30, n_items=20)
     model, history = train(TrainConfig(model="pop", max_epochs=50), data)
