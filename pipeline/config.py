@@ -42,6 +42,11 @@ class ModelSettings(BaseModel):
     time_budget_min: float | None = Field(
         None, gt=0, description="per model: stop after the epoch past this many minutes (nightly deadline)"
     )
+    refit: bool = Field(
+        False,
+        description="after early stopping, retrain on train + valid targets for the best epoch count: "
+        "the served model also learns each user's latest interaction (costs that many more epochs)",
+    )
     max_len: int = Field(50, ge=1, description="history items the model sees")
     update: Literal["async", "sync"] = Field("async", description="asynchronous gate or synchronous update")
     fusion: Literal["non_invasive", "invasive"] = Field("non_invasive", description="phase-2 values")
@@ -123,7 +128,9 @@ class Settings(BaseSettings):
         None, description="defaults to sqlite:///<home>/mlflow/mlflow.db; MLFLOW_TRACKING_URI also wins"
     )
     promotion_metric: str = Field(
-        "ndcg_at_10", pattern=METRIC_PATTERN, description="validation metric the champion gate compares"
+        "ndcg_at_10",
+        pattern=METRIC_PATTERN,
+        description="metric the champion gate compares on the valid split (test when model.refit)",
     )
     promotion_margin: float = Field(
         0.0, ge=0, description="how much the challenger must beat the champion by"

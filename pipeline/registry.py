@@ -142,11 +142,21 @@ def evaluate_version(
     return float(metrics_from_ranks(ranks, ks=(k,))[metric])
 
 
+def gate_split(settings: Settings) -> str:
+    """The split the gate compares on: 'valid', or 'test' when models are refit on valid.
+
+    A refit model has trained on the valid targets, so only the test targets are
+    unseen by both the challenger and a champion trained the same way.
+    """
+    return "test" if settings.model.refit else "valid"
+
+
 @dataclass(frozen=True)
 class PromotionDecision:
     dataset: str
     version: int
     metric: str
+    split: str
     challenger_value: float
     champion_version: int | None
     champion_value: float | None
@@ -172,8 +182,8 @@ def run_promote(settings: Settings, dataset: str, version: int) -> PromotionDeci
     name = registered_name(dataset)
     client.set_registered_model_alias(name, CHALLENGER, str(version))
     data, index = load_sequence_data(settings, dataset)
-    metric, margin = settings.promotion_metric, settings.promotion_margin
-    challenger = evaluate_version(f"models:/{name}/{version}", data, index, "valid", metric)
+    metric, margin, split = settings.promotion_metric, settings.promotion_margin, gate_split(settings)
+    challenger = evaluate_version(f"models:/{name}/{version}", data, index, split, metric)
     champion_version = current_champion(client, dataset)
     champion: float | None = None
     if champion_version is None:
@@ -181,20 +191,23 @@ def run_promote(settings: Settings, dataset: str, version: int) -> PromotionDeci
     elif champion_version == version:
         promoted, reason = True, "already champion"
     else:
-        champion = evaluate_version(f"models:/{name}/{champion_version}", data, index, "valid", metric)
+        champion = evaluate_version(f"models:/{name}/{champion_version}", data, index, split, metric)
         promoted = challenger > champion + margin
         verdict = "beats" if promoted else "does not beat"
-        reason = f"valid {metric} {challenger:.5f} {verdict} v{champion_version}'s {champion:.5f} + {margin}"
+        reason = (
+            f"{split} {metric} {challenger:.5f} {verdict} v{champion_version}'s {champion:.5f} + {margin}"
+        )
     decision = PromotionDecision(
-        dataset, version, metric, challenger, champion_version, champion, margin, promoted, reason
+        dataset, version, metric, split, challenger, champion_version, champion, margin, promoted, reason
     )
     tags = {
         "promotion_decision": "promoted" if promoted else "rejected",
         "promotion_reason": reason,
         "promotion_metric": metric,
         "promotion_margin": margin,
-        f"challenger_valid_{metric}": challenger,
-        f"champion_valid_{metric}": "" if champion is None else champion,
+        "promotion_split": split,
+        f"challenger_{split}_{metric}": challenger,
+        f"champion_{split}_{metric}": "" if champion is None else champion,
         "compared_champion_version": "" if champion_version is None else champion_version,
     }
     for key, value in tags.items():

@@ -93,11 +93,15 @@ def _epoch_logger(prefix: str = "") -> Any:
     return on_epoch_end
 
 
-def _final_metrics(model: Any, data: SequenceData, device: str) -> dict[str, dict[str, float]]:
+def _test_metrics(model: Any, data: SequenceData, device: str) -> dict[str, float]:
+    """Test-split metrics of the trained model.
+
+    Validation metrics come from the training history instead: they are the selected
+    epoch's, and a refit model has trained on the valid targets.
+    """
     from mmsr_model.device import resolve_device
 
-    dev = resolve_device(device)
-    return {split: evaluate(model, data, split=split, ks=EVAL_KS, device=dev) for split in ("valid", "test")}
+    return evaluate(model, data, split="test", ks=EVAL_KS, device=resolve_device(device))
 
 
 def _learning_curve(history: TrainHistory, eval_metric: str, path: Path) -> None:
@@ -155,7 +159,7 @@ def _train_baselines(
         log.info("training baseline %s", name)
         config = replace(train_config(settings, name), checkpoint_dir=str(checkpoints))
         model, _ = train(config, data, on_epoch_end=_epoch_logger(f"{name}_"))
-        test = _final_metrics(model, data, config.device)["test"]
+        test = _test_metrics(model, data, config.device)
         mlflow.log_metrics({f"{name}_test_{key}": value for key, value in test.items()})
         results[name] = test
     return results
@@ -181,10 +185,16 @@ def run_train(settings: Settings, dataset: str, promote: bool = True) -> TrainRe
         mlflow.set_tags({"dataset": dataset, "dataset_fingerprint": fingerprint["sha256"]})
         model, history = train(config, data, on_epoch_end=_epoch_logger())
         train_seconds = time.perf_counter() - started
-        final = _final_metrics(model, data, config.device)
+        final = {"valid": history.best_val, "test": _test_metrics(model, data, config.device)}
         mlflow.log_metrics({f"val_{key}": value for key, value in final["valid"].items()})
         mlflow.log_metrics({f"test_{key}": value for key, value in final["test"].items()})
-        mlflow.log_metrics({"best_epoch": history.best_epoch, "train_seconds": train_seconds})
+        mlflow.log_metrics(
+            {
+                "best_epoch": history.best_epoch,
+                "refit_epochs": history.refit_epochs,
+                "train_seconds": train_seconds,
+            }
+        )
         baselines = _train_baselines(settings, data, checkpoints)
         table = {"mmsr valid": final["valid"], "mmsr test": final["test"]}
         table |= {f"{name} test": metrics for name, metrics in baselines.items()}

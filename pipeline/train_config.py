@@ -42,6 +42,7 @@ def train_config(settings: Settings, model: str = "mmsr") -> TrainConfig:
         seed=settings.seed,
         device=m.device,
         time_budget_s=None if m.time_budget_min is None else 60 * m.time_budget_min,
+        refit=m.refit,
     )
     if model == "mmsr":
         return config

@@ -125,6 +125,7 @@ def test_run_is_logged_registered_and_promoted(trained: tuple) -> None:
     tags = client.get_model_version(name, "1").tags
     assert tags["promotion_decision"] == "promoted"
     assert float(tags["challenger_valid_ndcg_at_10"]) == pytest.approx(report.promotion["challenger_value"])
+    assert tags["promotion_split"] == "valid" and report.promotion["split"] == "valid"
     # the gate's pyfunc evaluation on external ids agrees with the library's own evaluation
     assert report.promotion["challenger_value"] == pytest.approx(report.val["ndcg_at_10"], abs=1e-6)
     # MLflow's exported URI must not leak into later Settings of this process (other homes)
@@ -168,6 +169,25 @@ def test_a_retried_train_task_resumes_after_the_last_finished_epoch(
     curve = MlflowClient(settings.tracking_uri).get_metric_history(report.run_id, "epoch_train_loss")
     assert [m.step for m in curve] == list(range(1, report.epochs + 1))
     assert not (settings.dataset_dir("tiny") / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_a_refit_run_reports_the_selected_epochs_validation_and_gates_on_test(tmp_path: Path) -> None:
+    settings = tiny_settings(tmp_path / "home", model={**TINY_MODEL, "refit": True}, baselines=[])
+    write_tiny_warehouse(settings)
+    report = run_train(settings, "tiny")
+    client = MlflowClient(settings.tracking_uri)
+    metrics = client.get_run(report.run_id).data.metrics
+    assert metrics["refit_epochs"] == metrics["best_epoch"] == report.best_epoch >= 1
+    # the refit model has trained on the valid targets: validation is the selected epoch's
+    curve = client.get_metric_history(report.run_id, "epoch_val_ndcg_at_10")
+    best = next(m.value for m in curve if m.step == report.best_epoch)
+    assert report.val["ndcg_at_10"] == pytest.approx(best) == pytest.approx(metrics["val_ndcg_at_10"])
+    # ... so the gate compares on test, through the pyfunc, and agrees with the library
+    assert report.promotion["split"] == "test"
+    assert report.promotion["challenger_value"] == pytest.approx(report.test["ndcg_at_10"], abs=1e-6)
+    tags = client.get_model_version(registered_name("tiny"), "1").tags
+    assert tags["promotion_split"] == "test" and "challenger_test_ndcg_at_10" in tags
 
 
 @pytest.mark.slow
