@@ -109,6 +109,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="per model: stop after the epoch that passes this many minutes (CPU runs); marked in the table",
     )
+    p.add_argument(
+        "--refit",
+        action="store_true",
+        help="every model: after early stopping, retrain on train + valid targets for the best epoch "
+        "count and test that model (row labels say 'refit'); a finished checkpointed run goes straight "
+        "to the refit",
+    )
     p.add_argument("--max-train-samples", type=int, default=None, help="seeded subsample of train targets")
     p.add_argument("--sample", type=int, default=None, help="use only the first N users (CI-sized run)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
@@ -240,9 +247,12 @@ def run_split(args: argparse.Namespace, home: Path, split: str, on_result: Calla
             seed=args.seed,
             time_budget_s=None if args.time_budget_min is None else 60 * args.time_budget_min,
             checkpoint_dir=None if args.checkpoint_dir is None else str(args.checkpoint_dir),
+            refit=args.refit,
         )
         if name == "mmsr" and args.mmsr:
             label += " (" + ", ".join(f"{k}={v}" for k, v in args.mmsr.items()) + ")"
+        if args.refit:
+            label += " refit"
         log.info("%s / %s: %s", split, label, config)
         model, history = train(config, data)
         test = evaluate(model, data, "test", KS)
