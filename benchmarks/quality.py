@@ -112,9 +112,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--refit",
         action="store_true",
-        help="every model: after early stopping, retrain on train + valid targets for the best epoch "
-        "count and test that model (row labels say 'refit'); a finished checkpointed run goes straight "
-        "to the refit",
+        help="every model: after its row, a second row ('refit') for a fresh model trained on train + "
+        "valid targets for the best epoch count (the selection run is resumed from its checkpoint)",
     )
     p.add_argument("--max-train-samples", type=int, default=None, help="seeded subsample of train targets")
     p.add_argument("--sample", type=int, default=None, help="use only the first N users (CI-sized run)")
@@ -225,7 +224,6 @@ def prepared_data(args: argparse.Namespace, settings: Any, split: str, needs_tex
 
 def run_split(args: argparse.Namespace, home: Path, split: str, on_result: Callable[[Result], None]) -> None:
     """Train and test every requested model on ``split``, handing each row to ``on_result``."""
-    from mmsr_model.evaluation import evaluate
     from mmsr_model.training import train
     from pipeline.train_config import train_config
 
@@ -235,6 +233,7 @@ def run_split(args: argparse.Namespace, home: Path, split: str, on_result: Calla
     needs_text = any(name == "mmsr" and params.get("modalities") != [] for name, _, params in variants)
     settings = quality_settings(args, home, split)
     data = prepared_data(args, settings, split, needs_text)
+    checkpoints = args.checkpoint_dir or (home / "checkpoints" if args.refit else None)
     for name, label, params in variants:
         config = train_config(settings, name)
         config = replace(
@@ -246,30 +245,36 @@ def run_split(args: argparse.Namespace, home: Path, split: str, on_result: Calla
             device=args.device,
             seed=args.seed,
             time_budget_s=None if args.time_budget_min is None else 60 * args.time_budget_min,
-            checkpoint_dir=None if args.checkpoint_dir is None else str(args.checkpoint_dir),
-            refit=args.refit,
+            checkpoint_dir=None if checkpoints is None else str(checkpoints),
         )
         if name == "mmsr" and args.mmsr:
             label += " (" + ", ".join(f"{k}={v}" for k, v in args.mmsr.items()) + ")"
-        if args.refit:
-            label += " refit"
         log.info("%s / %s: %s", split, label, config)
         model, history = train(config, data)
-        test = evaluate(model, data, "test", KS)
-        on_result(
-            Result(
-                split=split,
-                label=label,
-                test=test,
-                best_epoch=history.best_epoch,
-                epochs=len(history.epochs),
-                best_val=history.best_val.get(config.eval_metric, float("nan")),
-                train_seconds=history.seconds,
-                n_train=history.n_train_samples,
-                stop=stop_reason(history),
-            )
-        )
-        log.info("%s / %s test: %s", split, label, {k: round(v, 4) for k, v in test.items()})
+        on_result(result_row(split, label, config, data, model, history))
+        if args.refit:  # resumes the finished run from its checkpoint: no selection epochs, then the refit
+            model, refit = train(replace(config, refit=True, max_epochs=len(history.epochs)), data)
+            refit.stopped_by_budget = history.stopped_by_budget
+            on_result(result_row(split, f"{label} refit", config, data, model, refit))
+
+
+def result_row(split: str, label: str, config: Any, data: Any, model: Any, history: Any) -> Result:
+    """The test-split row of one trained model."""
+    from mmsr_model.evaluation import evaluate
+
+    test = evaluate(model, data, "test", KS)
+    log.info("%s / %s test: %s", split, label, {k: round(v, 4) for k, v in test.items()})
+    return Result(
+        split=split,
+        label=label,
+        test=test,
+        best_epoch=history.best_epoch,
+        epochs=len(history.epochs),
+        best_val=history.best_val.get(config.eval_metric, float("nan")),
+        train_seconds=history.seconds,
+        n_train=history.n_train_samples,
+        stop=stop_reason(history),
+    )
 
 
 def model_variant(name: str) -> tuple[str, str, dict[str, Any]]:
