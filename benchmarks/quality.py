@@ -246,6 +246,7 @@ def run_split(args: argparse.Namespace, home: Path, split: str, on_result: Calla
             seed=args.seed,
             time_budget_s=None if args.time_budget_min is None else 60 * args.time_budget_min,
             checkpoint_dir=None if checkpoints is None else str(checkpoints),
+            refit=False,  # the selected model's row; --refit adds the refit one after it
         )
         if name == "mmsr" and args.mmsr:
             label += " (" + ", ".join(f"{k}={v}" for k, v in args.mmsr.items()) + ")"

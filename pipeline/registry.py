@@ -1,7 +1,8 @@
 """MLflow set-up, model registration and the champion/challenger promotion gate.
 
 The gate evaluates the challenger AND the current champion through their pyfunc
-wrappers on external ids over the SAME current validation split, so a champion
+wrappers on external ids over the SAME current split (test for refit models, the
+default; else validation, see ``gate_split``), so a champion
 trained on an older item index is still compared fairly (unknown history items
 are dropped, an unknown target counts as a miss).
 """

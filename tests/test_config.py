@@ -54,11 +54,11 @@ def test_nightly_time_budget_reaches_every_models_training(monkeypatch) -> None:
     assert train_config(load_settings()).time_budget_s is None
 
 
-def test_refit_reaches_every_models_training(monkeypatch) -> None:
-    assert not train_config(load_settings()).refit
-    monkeypatch.setenv("MMSR_MODEL__REFIT", "true")
+def test_refit_is_on_by_default_and_reaches_every_models_training(monkeypatch) -> None:
+    assert train_config(load_settings()).refit and train_config(load_settings(), "sasrec").refit
+    monkeypatch.setenv("MMSR_MODEL__REFIT", "false")
     settings = load_settings()
-    assert train_config(settings).refit and train_config(settings, "sasrec").refit
+    assert not train_config(settings).refit and not train_config(settings, "sasrec").refit
 
 
 @pytest.mark.parametrize(

@@ -53,7 +53,7 @@ def test_better_challenger_is_promoted(gate: tuple) -> None:
     assert better.challenger_value > better.champion_value
     tags = MlflowClient(settings.tracking_uri).get_model_version(NAME, "2").tags
     assert tags["promotion_decision"] == "promoted" and tags["compared_champion_version"] == "1"
-    assert float(tags["champion_valid_ndcg_at_10"]) == pytest.approx(better.champion_value)
+    assert float(tags["champion_test_ndcg_at_10"]) == pytest.approx(better.champion_value)
 
 
 def test_worse_challenger_never_touches_champion(gate: tuple) -> None:
@@ -65,7 +65,7 @@ def test_worse_challenger_never_touches_champion(gate: tuple) -> None:
     assert int(client.get_model_version_by_alias(NAME, "challenger").version) == 3
     tags = client.get_model_version(NAME, "3").tags
     assert tags["promotion_decision"] == "rejected"
-    assert float(tags["challenger_valid_ndcg_at_10"]) < float(tags["champion_valid_ndcg_at_10"])
+    assert float(tags["challenger_test_ndcg_at_10"]) < float(tags["champion_test_ndcg_at_10"])
     promotions = {row["model_version"]: row["promotion"] for row in read_model_runs(settings, "tiny")}
     assert promotions == {2: "promoted", 3: "rejected"} | {1: promotions[1]}
 

@@ -124,10 +124,16 @@ def test_run_is_logged_registered_and_promoted(trained: tuple) -> None:
     assert int(client.get_model_version_by_alias(name, "challenger").version) == 1
     tags = client.get_model_version(name, "1").tags
     assert tags["promotion_decision"] == "promoted"
-    assert float(tags["challenger_valid_ndcg_at_10"]) == pytest.approx(report.promotion["challenger_value"])
-    assert tags["promotion_split"] == "valid" and report.promotion["split"] == "valid"
+    # refit by default: the gate compares on test, the targets the refit model has not trained on
+    assert float(tags["challenger_test_ndcg_at_10"]) == pytest.approx(report.promotion["challenger_value"])
+    assert tags["promotion_split"] == "test" and report.promotion["split"] == "test"
     # the gate's pyfunc evaluation on external ids agrees with the library's own evaluation
-    assert report.promotion["challenger_value"] == pytest.approx(report.val["ndcg_at_10"], abs=1e-6)
+    assert report.promotion["challenger_value"] == pytest.approx(report.test["ndcg_at_10"], abs=1e-6)
+    # ... and validation is the selected epoch's, as logged during training
+    assert metrics["refit_epochs"] == metrics["best_epoch"] == report.best_epoch >= 1
+    curve_val = client.get_metric_history(report.run_id, "epoch_val_ndcg_at_10")
+    best = next(m.value for m in curve_val if m.step == report.best_epoch)
+    assert report.val["ndcg_at_10"] == pytest.approx(best) == pytest.approx(metrics["val_ndcg_at_10"])
     # MLflow's exported URI must not leak into later Settings of this process (other homes)
     assert "MLFLOW_TRACKING_URI" not in os.environ and "MLFLOW_REGISTRY_URI" not in os.environ
     # everything under MMSR_HOME: no ./mlruns in the working directory
@@ -172,22 +178,18 @@ def test_a_retried_train_task_resumes_after_the_last_finished_epoch(
 
 
 @pytest.mark.slow
-def test_a_refit_run_reports_the_selected_epochs_validation_and_gates_on_test(tmp_path: Path) -> None:
-    settings = tiny_settings(tmp_path / "home", model={**TINY_MODEL, "refit": True}, baselines=[])
+def test_without_refit_the_served_model_is_the_selected_one_and_the_gate_compares_on_valid(
+    tmp_path: Path,
+) -> None:
+    settings = tiny_settings(tmp_path / "home", model={**TINY_MODEL, "refit": False}, baselines=[])
     write_tiny_warehouse(settings)
     report = run_train(settings, "tiny")
     client = MlflowClient(settings.tracking_uri)
-    metrics = client.get_run(report.run_id).data.metrics
-    assert metrics["refit_epochs"] == metrics["best_epoch"] == report.best_epoch >= 1
-    # the refit model has trained on the valid targets: validation is the selected epoch's
-    curve = client.get_metric_history(report.run_id, "epoch_val_ndcg_at_10")
-    best = next(m.value for m in curve if m.step == report.best_epoch)
-    assert report.val["ndcg_at_10"] == pytest.approx(best) == pytest.approx(metrics["val_ndcg_at_10"])
-    # ... so the gate compares on test, through the pyfunc, and agrees with the library
-    assert report.promotion["split"] == "test"
-    assert report.promotion["challenger_value"] == pytest.approx(report.test["ndcg_at_10"], abs=1e-6)
+    assert client.get_run(report.run_id).data.metrics["refit_epochs"] == 0
+    assert report.promotion["split"] == "valid"
+    assert report.promotion["challenger_value"] == pytest.approx(report.val["ndcg_at_10"], abs=1e-6)
     tags = client.get_model_version(registered_name("tiny"), "1").tags
-    assert tags["promotion_split"] == "test" and "challenger_test_ndcg_at_10" in tags
+    assert tags["promotion_split"] == "valid" and "challenger_valid_ndcg_at_10" in tags
 
 
 @pytest.mark.slow
