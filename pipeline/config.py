@@ -40,7 +40,9 @@ class ModelSettings(BaseModel):
     max_epochs: int = Field(100, ge=1, description="upper bound on training epochs")
     patience: int = Field(8, ge=1, description="epochs without validation gain before stopping")
     time_budget_min: float | None = Field(
-        None, gt=0, description="per model: stop selection after the epoch past this many minutes (the refit comes on top)"
+        None,
+        gt=0,
+        description="per model: stop selection after the epoch past this many minutes (refit comes on top)",
     )
     refit: bool = Field(
         True,
