@@ -201,9 +201,8 @@ def test_real_gift_cards_train_recommend_show(shared_data: Path, mmsr_home: Path
         settings, "gift", "amazon2018", folder / "Gift_Cards_5.json.gz", folder / "meta_Gift_Cards.json.gz"
     )
     trained = run_train(settings, "gift")
-    assert trained.promotion["promoted"] and trained.promotion["challenger_value"] == pytest.approx(
-        trained.val["ndcg_at_10"], abs=1e-6
-    )
+    assert trained.promotion["promoted"] and trained.promotion["split"] == "test"  # refit by default
+    assert trained.promotion["challenger_value"] == pytest.approx(trained.test["ndcg_at_10"], abs=1e-6)
     report = run_recommend(settings, "gift", TODAY, 10)
     index, sequences = load_histories(settings, "gift")
     assert report.users == len(index.user_ids) == len(sequences) and report.rows == 10 * report.users
