@@ -125,10 +125,7 @@ def train(
         history.seconds = time.perf_counter() - started
         return model.eval(), history
 
-    optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    autocast, scaler = _mixed_precision(config, device)
-    shuffler = np.random.default_rng(config.seed)
-    trainee = Trainee(model, optimizer, scaler, shuffler)
+    trainee, autocast = _trainee(model, trainable, config, device)
     checkpoint = None
     if config.checkpoint_dir is not None:
         checkpoint = checkpoint_path(config.checkpoint_dir, asdict(config), data)
@@ -216,9 +213,7 @@ def _refit(
     history.refit_samples = len(samples)
     if not trainable:  # Pop: its counts now include the valid targets
         return model
-    optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    autocast, scaler = _mixed_precision(config, device)
-    trainee = Trainee(model, optimizer, scaler, np.random.default_rng(config.seed))
+    trainee, autocast = _trainee(model, trainable, config, device)
     log.info("refit %s on %d train + valid samples, %d epochs", model.name, len(samples), history.best_epoch)
     for epoch in tqdm(range(1, history.best_epoch + 1), desc=f"refit {model.name}", unit="epoch"):
         loss = _fit_epoch(trainee, merged, samples, config, epoch, device, autocast)
@@ -248,6 +243,18 @@ def _resume(
         for record in history.epochs:
             on_epoch_end(dict(record))
     return state
+
+
+def _trainee(
+    model: SequentialRecommender,
+    trainable: list[torch.nn.Parameter],
+    config: TrainConfig,
+    device: torch.device,
+) -> tuple[Trainee, Callable[[], Any]]:
+    """A fresh optimiser, loss scaler and seeded shuffler for ``model``, and its autocast context."""
+    optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    autocast, scaler = _mixed_precision(config, device)
+    return Trainee(model, optimizer, scaler, np.random.default_rng(config.seed)), autocast
 
 
 def _fit_epoch(
