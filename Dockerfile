@@ -1,5 +1,5 @@
 # The production image: the official Airflow 3.3 image plus this project (pipeline, mmsr_model,
-# dags, sql). PyPI's Linux torch wheels bundle CUDA, so the same image runs on a GPU box and,
+# its SQL and DAG file are package data). PyPI's Linux torch wheels bundle CUDA, so the same image runs on a GPU box and,
 # with `model.device: auto`, falls back to CPU where no GPU is visible.
 ARG AIRFLOW_VERSION=3.3.2
 ARG PYTHON_VERSION=3.11
@@ -15,12 +15,12 @@ USER root
 RUN mkdir -p "${MMSR_SRC}" "${MMSR_HOME}" && chown -R airflow:0 "${MMSR_SRC}" "${MMSR_HOME}"
 USER airflow
 
-# dependencies first (cached layer), then the source; editable so sql/ and configs/ are found
+# dependencies first (cached layer), then the source; editable so configs/ are found
 COPY --chown=airflow:0 pyproject.toml README.md ${MMSR_SRC}/
 COPY --chown=airflow:0 pipeline ${MMSR_SRC}/pipeline
 COPY --chown=airflow:0 mmsr_model ${MMSR_SRC}/mmsr_model
-COPY --chown=airflow:0 sql ${MMSR_SRC}/sql
 COPY --chown=airflow:0 configs ${MMSR_SRC}/configs
 RUN pip install "apache-airflow==${AIRFLOW_VERSION}" "psycopg2-binary>=2.9" -e "${MMSR_SRC}"
 
-COPY --chown=airflow:0 dags /opt/airflow/dags
+# Airflow parses the DAG file shipped inside the package
+ENV AIRFLOW__CORE__DAGS_FOLDER=${MMSR_SRC}/pipeline/orchestration/dags

@@ -29,12 +29,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from pipeline.config import Settings
-from pipeline.embed import run_embed
-from pipeline.embed.image_decode import decode_image
-from pipeline.embed.image_models import build_image_encoder
-from pipeline.embed.runtime import inference, pick_device
-from pipeline.embed.text import encode_texts, load_text_model
+from pipeline.core.config import Settings
+from pipeline.stages.embed import run_embed
+from pipeline.stages.embed.image_decode import decode_image
+from pipeline.stages.embed.image_models import build_image_encoder
+from pipeline.stages.embed.runtime import inference, pick_device
+from pipeline.stages.embed.text import encode_texts, load_text_model
 
 log = logging.getLogger("benchmarks.embed")
 ROOT = Path(__file__).resolve().parents[1]

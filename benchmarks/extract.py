@@ -96,8 +96,8 @@ CASES: dict[str, tuple[str, str | None, str | None, str | None]] = {
 def _run_case(name: str, home: Path) -> dict:
     """Child process: run one case, return its counts, timings and peak RSS."""
     os.environ["MMSR_HOME"] = str(home)
-    from pipeline.config import load_settings
-    from pipeline.extract import run_extract
+    from pipeline.core.config import load_settings
+    from pipeline.stages.extract import run_extract
 
     fmt, reviews, meta, images = CASES[name]
     settings = load_settings(kcore=0) if name in NO_KCORE else load_settings()
@@ -125,9 +125,9 @@ def _run_case(name: str, home: Path) -> dict:
 def _stage_meta_only(fmt: str, meta: Path, work: Path) -> int:
     import duckdb
 
-    from pipeline.extract.formats import get_adapter
-    from pipeline.extract.staging import META_SCHEMA, RejectLog, stage_file
-    from pipeline.sql import load_sql
+    from pipeline.stages.extract.formats import get_adapter
+    from pipeline.stages.extract.staging import META_SCHEMA, RejectLog, stage_file
+    from pipeline.warehouse.queries import load_sql
 
     work.mkdir(parents=True, exist_ok=True)
     rejects = RejectLog(work / "rejects.jsonl")

@@ -4,7 +4,7 @@ The data is built by the real pipeline stages in a temporary MMSR_HOME (extract
 with format "sequences", text embedding, modality codes, the warehouse loader),
 text modality only (the Beauty set has no images). Every model is trained by
 ``mmsr_model.training.train`` with the configuration the train stage uses
-(``pipeline.train_config.train_config``: MMSR from ``ModelSettings``, each baseline with
+(``pipeline.stages.train.config.train_config``: MMSR from ``ModelSettings``, each baseline with
 its own standard settings), validation-based early stopping, and evaluated by
 full ranking on the test split.
 
@@ -150,7 +150,7 @@ def parse_override(p: argparse.ArgumentParser, item: str) -> tuple[str, Any]:
     """``KEY=VALUE`` with VALUE read as YAML (numbers, lists, strings)."""
     import yaml
 
-    from pipeline.config import ModelSettings
+    from pipeline.core.config import ModelSettings
 
     key, sep, value = item.partition("=")
     if not sep or key not in ModelSettings.model_fields:
@@ -170,7 +170,7 @@ def sample_users(source: Path, n_users: int, out: Path) -> Path:
 
 def quality_settings(args: argparse.Namespace, home: Path, split: str) -> Any:
     """The pipeline settings of the benchmark: the Beauty sequences as they are, text codes only."""
-    from pipeline.config import ModelSettings, Settings
+    from pipeline.core.config import ModelSettings, Settings
 
     fields = {"modalities": ["text"], "device": args.device, "patience": args.patience, **args.mmsr}
     return Settings(
@@ -184,10 +184,10 @@ def dataset_name(args: argparse.Namespace, split: str) -> str:
 
 def build_data(args: argparse.Namespace, settings: Any, dataset: str, needs_text: bool) -> Any:
     """Run extract (+ text embed and codes when a model needs them) and load the SequenceData."""
-    from pipeline.codes import run_codes
-    from pipeline.dataset import load_sequence_data
-    from pipeline.embed import run_embed
-    from pipeline.extract import run_extract
+    from pipeline.stages.codes import run_codes
+    from pipeline.stages.embed import run_embed
+    from pipeline.stages.extract import run_extract
+    from pipeline.warehouse.dataset import load_sequence_data
 
     home = settings.home
     reviews = args.data / "user_sequence.txt.gz"
@@ -225,7 +225,7 @@ def prepared_data(args: argparse.Namespace, settings: Any, split: str, needs_tex
 def run_split(args: argparse.Namespace, home: Path, split: str, on_result: Callable[[Result], None]) -> None:
     """Train and test every requested model on ``split``, handing each row to ``on_result``."""
     from mmsr_model.training import train
-    from pipeline.train_config import train_config
+    from pipeline.stages.train.config import train_config
 
     variants = [model_variant(m) for m in args.models]
     if "mmsr" in args.models:
@@ -352,8 +352,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     sys.path.insert(0, str(ROOT))
     from mmsr_model.device import resolve_device
-    from pipeline.atomic import write_text_atomic
-    from pipeline.logs import setup_logging
+    from pipeline.core.io import write_text_atomic
+    from pipeline.core.logs import setup_logging
 
     setup_logging("INFO")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -40,40 +40,19 @@ log = logging.getLogger("benchmarks.recommend")
 
 
 def _synthetic_codes(home: Path, c: int = 30, k: int = 3, dim: int = 384) -> None:
-    """Seeded random text codes in the codes stage's layout (README "Data layout")."""
+    """Seeded random text codes, written by the codes stage's own table writer."""
     import numpy as np
-    import pyarrow as pa
     import pyarrow.parquet as pq
+
+    from pipeline.warehouse.codes_table import item_codes_rows, write_centres, write_item_codes
 
     root = home / "warehouse" / DATASET
     items = pq.read_table(root / "item_index.parquet").sort_by("item_idx")["item_id"].to_pylist()
     rng = np.random.default_rng(SEED)
-    folder = root / "codes"
-    folder.mkdir(parents=True, exist_ok=True)
-    centres = rng.normal(size=(c, dim)).astype(np.float32)
-    pq.write_table(
-        pa.table(
-            {
-                "code": pa.array(range(c), pa.int32()),
-                "vector": pa.array(list(centres), pa.list_(pa.float32())),
-            }
-        ),
-        folder / "text_centres.parquet",
-    )
+    write_centres(root / "codes", "text", rng.normal(size=(c, dim)).astype(np.float32))
     codes = np.argsort(rng.random((len(items), c)), axis=1)[:, :k]
-    pq.write_table(
-        pa.table(
-            {
-                "item_id": items,
-                "modality": ["text"] * len(items),
-                "codes": pa.array(codes.tolist(), pa.list_(pa.int32())),
-                "distances": pa.array(
-                    np.sort(rng.random((len(items), k)), axis=1).tolist(), pa.list_(pa.float32())
-                ),
-            }
-        ),
-        folder / "item_codes.parquet",
-    )
+    distances = np.sort(rng.random((len(items), k)), axis=1)
+    write_item_codes(root / "codes", [item_codes_rows(items, "text", codes, distances)])
 
 
 def _prepare(home: Path) -> dict:
@@ -83,11 +62,11 @@ def _prepare(home: Path) -> dict:
     from mlflow.tracking import MlflowClient
 
     from mmsr_model.registry import build_model
-    from pipeline.config import load_settings
-    from pipeline.dataset import load_sequence_data
-    from pipeline.extract import run_extract
-    from pipeline.registry import CHAMPION, log_pyfunc, registered_name, setup_mlflow
-    from pipeline.train_config import train_config
+    from pipeline.core.config import load_settings
+    from pipeline.serving.registry import CHAMPION, log_pyfunc, registered_name, setup_mlflow
+    from pipeline.stages.extract import run_extract
+    from pipeline.stages.train.config import train_config
+    from pipeline.warehouse.dataset import load_sequence_data
 
     settings = load_settings()
     extract = run_extract(
@@ -112,8 +91,8 @@ def _cpu_s() -> float:
 def _score(home: Path, k: int, device: str) -> dict:
     """Child process: one timed ``run_recommend``."""
     os.environ["MMSR_HOME"] = str(home)
-    from pipeline.config import load_settings
-    from pipeline.recommend import run_recommend
+    from pipeline.core.config import load_settings
+    from pipeline.stages.recommend import run_recommend
 
     settings = load_settings(model={"device": device})
     cpu_before = _cpu_s()

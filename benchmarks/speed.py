@@ -31,7 +31,7 @@ from mmsr_model.data import SequenceData, TargetSet
 from mmsr_model.device import resolve_device
 from mmsr_model.inference import top_k
 from mmsr_model.mmsr import MMSR
-from pipeline.atomic import write_text_atomic
+from pipeline.core.io import write_text_atomic
 
 log = logging.getLogger("benchmarks.speed")
 ROOT = Path(__file__).resolve().parents[1]

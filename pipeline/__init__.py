@@ -1,1 +1,2 @@
-"""The nightly job's stages as plain functions, plus the CLI and configuration."""
+"""The nightly MMSR job: ``core`` settings, ``warehouse`` tables, ``stages``, ``serving``,
+``orchestration`` (CLI and Airflow alike) and ``app`` (the ``mmsr`` command)."""

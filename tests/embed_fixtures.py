@@ -8,7 +8,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.extract.staging import META_SCHEMA
+from pipeline.stages.extract.staging import META_SCHEMA
 
 ITEMS_SCHEMA = META_SCHEMA  # items.parquet has exactly the staged meta columns
 

@@ -14,10 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 from tiny_warehouse import tiny_settings, write_tiny_warehouse
 
-from pipeline.analytics import publish_analytics
-from pipeline.config import Settings
-from pipeline.model_runs import upsert_model_run
-from pipeline.recommend import _block_table, _publish, partition_dir
+from pipeline.core.config import Settings
+from pipeline.core.io import fresh_staging_dir, publish_folder
+from pipeline.stages.publish import publish_analytics
+from pipeline.stages.recommend import _block_table
+from pipeline.warehouse.model_runs import upsert_model_run
 
 DAYS = (date(2026, 5, 1), date(2026, 5, 2))
 
@@ -29,10 +30,9 @@ def write_recommendations(settings: Settings, dataset: str, day: date, k: int = 
     ids = (np.arange(60)[:, None] + np.arange(k)[None, :] + day.day) % 40
     scores = np.tile(np.linspace(1.0, 0.5, k, dtype=np.float32), (60, 1))
     constants = {"run_date": day, "model_name": f"mmsr-{dataset}", "model_version": version}
-    staging = settings.dataset_dir(dataset) / ".staging" / f"test-{day}"
-    staging.mkdir(parents=True)
+    staging = fresh_staging_dir(settings.staging_dir(dataset), f"recommendations-{day}")
     pq.write_table(_block_table(users, ids, scores, items, constants), staging / "part-0.parquet")
-    _publish(staging, partition_dir(settings, dataset, day))
+    publish_folder(staging, settings.recommendations_partition(dataset, day))
 
 
 @pytest.fixture

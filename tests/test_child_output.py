@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.child_output import ChildOutputFilter
+from pipeline.orchestration.child_output import ChildOutputFilter
 
 
 class FakeClock:

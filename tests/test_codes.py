@@ -9,10 +9,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.codes import run_codes
-from pipeline.config import Settings
-from pipeline.embed.store import Embeddings, content_hash, write_embeddings
-from pipeline.errors import PipelineError
+from pipeline.core.config import Settings
+from pipeline.core.errors import PipelineError
+from pipeline.stages.codes import run_codes
+from pipeline.stages.embed.store import Embeddings, content_hash, write_embeddings
 
 
 def blobs(n_per: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

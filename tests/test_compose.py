@@ -117,7 +117,7 @@ def test_dockerfile_extends_official_airflow_image() -> None:
     assert re.search(r"^ARG AIRFLOW_VERSION=3\.3\.\d+$", text, flags=re.M)
     assert "FROM apache/airflow:${AIRFLOW_VERSION}" in text
     assert re.search(r'pip install .*"apache-airflow==\$\{AIRFLOW_VERSION\}".*-e', text)
-    assert "COPY --chown=airflow:0 dags /opt/airflow/dags" in text
+    assert "ENV AIRFLOW__CORE__DAGS_FOLDER=${MMSR_SRC}/pipeline/orchestration/dags" in text
 
 
 def _docker_engine_usable() -> bool:

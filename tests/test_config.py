@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from pipeline.config import load_settings
-from pipeline.train_config import train_config
+from pipeline.core.config import load_settings
+from pipeline.stages.train.config import train_config
 
 
 def test_env_overrides_yaml_and_defaults(tmp_path: Path, monkeypatch) -> None:
@@ -31,7 +31,7 @@ def test_everything_written_lives_under_home(mmsr_home: Path) -> None:
 def test_unknown_metric_is_refused_by_the_cli_with_one_clear_line(monkeypatch) -> None:
     from typer.testing import CliRunner
 
-    from pipeline.cli import app
+    from pipeline.app.cli import app
 
     monkeypatch.setenv("MMSR_PROMOTION_METRIC", "auc")
     result = CliRunner().invoke(app, ["codes", "--dataset", "nothing"])

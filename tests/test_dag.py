@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.airflow_local import DAGS_FOLDER, airflow_env
-from pipeline.config import load_settings
+from pipeline.core.config import load_settings
+from pipeline.orchestration.airflow_local import DAGS_FOLDER, airflow_env
 
 HEAVY = ("torch", "sklearn", "mlflow", "sentence_transformers", "open_clip", "timm", "duckdb")
 

@@ -7,7 +7,7 @@ The slowest test of the suite, so all runs share one module-scoped fixture:
    fanned out over 2 shards -> same tables, same rows, one partition;
 3. a run for 2024-05-02 with a corrupt reviews file -> extract fails with the extract
    stage's clear message, nothing downstream runs, the previous tables are untouched.
-Each run is ``python -m pipeline.airflow_local`` in a fresh interpreter, because Airflow
+Each run is ``python -m pipeline.orchestration.airflow_local`` in a fresh interpreter, because Airflow
 reads its configuration (AIRFLOW_HOME, metadata DB) once, when first imported.
 """
 
@@ -26,7 +26,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.demo_data import write_demo_dataset
+from pipeline.app.demo_data import write_demo_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY, NEXT_DAY = "2024-05-01", "2024-05-02"
@@ -68,7 +68,7 @@ def _env(home: Path, **extra: str) -> dict[str, str]:
 def _run(home: Path, day: str, *extra: str, shards: int = 1) -> dict:
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline.airflow_local", "demo", day, *extra],
+        [sys.executable, "-m", "pipeline.orchestration.airflow_local", "demo", day, *extra],
         env=_env(home, MMSR_SHARDS=str(shards)),
         cwd=ROOT,
         capture_output=True,

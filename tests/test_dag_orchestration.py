@@ -10,11 +10,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.atomic import write_parquet_atomic
-from pipeline.config import load_settings
-from pipeline.errors import PipelineError
-from pipeline.orchestration import StageCrashed, dataset_configs, resolve_run_date, run_stage_isolated
-from pipeline.sharding import combine_shards, prepare_workspace, shard_of, shard_settings, workspace_tag
+from pipeline.core.config import load_settings
+from pipeline.core.errors import PipelineError
+from pipeline.core.io import write_parquet_atomic
+from pipeline.orchestration.datasets import dataset_configs
+from pipeline.orchestration.isolated import StageCrashed, run_stage_isolated
+from pipeline.orchestration.sharding import (
+    combine_shards,
+    prepare_workspace,
+    shard_of,
+    shard_settings,
+    workspace_tag,
+)
+from pipeline.orchestration.steps import resolve_run_date
 
 
 def test_run_date_param_then_logical_date_then_run_after() -> None:
@@ -125,8 +133,8 @@ def test_nightly_without_airflow_runs_the_dag_order_and_passes_the_version(
         calls.append((stage, args))
         return {"model_version": 7} if stage == "train" else {"stage": stage}
 
-    monkeypatch.setattr("pipeline.nightly.run_stage", fake_stage)
-    from pipeline.nightly import run_nightly
+    monkeypatch.setattr("pipeline.orchestration.nightly.run_stage", fake_stage)
+    from pipeline.orchestration.nightly import run_nightly
 
     report = run_nightly(load_settings(), "d", date(2024, 5, 1))
     assert [stage for stage, _ in calls] == [

@@ -13,11 +13,11 @@ from pathlib import Path
 import pyarrow as pa
 from rich.console import Console
 
-from pipeline.airflow_local import DagRunSummary
-from pipeline.analytics import publish_analytics
-from pipeline.atomic import write_parquet_atomic
-from pipeline.config import load_settings
-from pipeline.demo import _print_summary
+from pipeline.app.demo import _print_summary
+from pipeline.core.config import load_settings
+from pipeline.core.io import write_parquet_atomic
+from pipeline.orchestration.airflow_local import DagRunSummary
+from pipeline.stages.publish import publish_analytics
 
 
 def _write(table: dict, path: Path) -> None:

@@ -12,9 +12,9 @@ import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 
-from pipeline.config import load_settings
-from pipeline.demo_data import N_STYLES, STYLES, write_demo_dataset
-from pipeline.extract import run_extract
+from pipeline.app.demo_data import N_STYLES, STYLES, write_demo_dataset
+from pipeline.core.config import load_settings
+from pipeline.stages.extract import run_extract
 
 
 def _files(root: Path) -> dict[str, bytes]:

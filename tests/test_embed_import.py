@@ -12,11 +12,11 @@ import pytest
 from embed_fixtures import item, write_items
 from typer.testing import CliRunner
 
-from pipeline.cli import app
-from pipeline.config import Settings
-from pipeline.embed import run_embed
-from pipeline.embed.store import read_vectors
-from pipeline.errors import PipelineError
+from pipeline.app.cli import app
+from pipeline.core.config import Settings
+from pipeline.core.errors import PipelineError
+from pipeline.stages.embed import run_embed
+from pipeline.stages.embed.store import read_vectors
 
 IDS = ["I1", "I2", "I3"]
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from embed_fixtures import item, write_items
 
-from pipeline.codes import run_codes
-from pipeline.config import Settings
-from pipeline.embed import run_embed
+from pipeline.core.config import Settings
+from pipeline.stages.codes import run_codes
+from pipeline.stages.embed import run_embed
 
 pytestmark = [pytest.mark.shared_data, pytest.mark.slow]
 

@@ -10,12 +10,12 @@ import pytest
 import torch
 from embed_fixtures import item, write_items, write_tiny_text_model
 
-from pipeline.config import Settings
-from pipeline.embed import run_embed
-from pipeline.embed.items import cap_text, item_text
-from pipeline.embed.store import read_vectors
-from pipeline.embed.text import encode_texts, load_text_model
-from pipeline.errors import PipelineError
+from pipeline.core.config import Settings
+from pipeline.core.errors import PipelineError
+from pipeline.stages.embed import run_embed
+from pipeline.stages.embed.items import cap_text, item_text
+from pipeline.stages.embed.store import read_vectors
+from pipeline.stages.embed.text import encode_texts, load_text_model
 
 ROWS = [
     item("A1", "Red running shoes for women", brand="Swift", categories=["Shoes", "Running"]),

@@ -12,13 +12,13 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-import pipeline.extract.run as extract_run
-from pipeline.cli import app
-from pipeline.config import Settings, load_settings
-from pipeline.errors import PipelineError
-from pipeline.extract import run_extract
-from pipeline.extract.output import OUTPUT_FILES, TABLES
-from pipeline.extract.rows import clean_text
+import pipeline.stages.extract.run as extract_run
+from pipeline.app.cli import app
+from pipeline.core.config import Settings, load_settings
+from pipeline.core.errors import PipelineError
+from pipeline.stages.extract import run_extract
+from pipeline.stages.extract.output import OUTPUT_FILES, TABLES
+from pipeline.stages.extract.rows import clean_text
 
 DAY = 86_400
 

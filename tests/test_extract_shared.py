@@ -11,11 +11,11 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.config import load_settings
-from pipeline.extract import run_extract
-from pipeline.extract.formats import get_adapter
-from pipeline.extract.staging import META_SCHEMA, RejectLog, stage_file
-from pipeline.sql import load_sql
+from pipeline.core.config import load_settings
+from pipeline.stages.extract import run_extract
+from pipeline.stages.extract.formats import get_adapter
+from pipeline.stages.extract.staging import META_SCHEMA, RejectLog, stage_file
+from pipeline.warehouse.queries import load_sql
 
 pytestmark = pytest.mark.shared_data
 

@@ -14,9 +14,9 @@ import pytest
 from embed_fixtures import item, write_items
 from PIL import Image
 
-from pipeline.config import Settings
-from pipeline.embed import run_embed
-from pipeline.embed.image_source import Fetcher
+from pipeline.core.config import Settings
+from pipeline.stages.embed import run_embed
+from pipeline.stages.embed.image_source import Fetcher
 
 JPEG = io.BytesIO()
 Image.new("RGB", (40, 30), (200, 30, 30)).save(JPEG, "JPEG")

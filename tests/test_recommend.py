@@ -15,12 +15,12 @@ from rich.console import Console
 from tiny_warehouse import TINY_MODEL, register_untrained, tiny_settings, write_tiny_warehouse
 from typer.testing import CliRunner
 
-from pipeline.cli import app
-from pipeline.config import Settings
-from pipeline.dataset import load_histories
-from pipeline.errors import PipelineError
-from pipeline.recommend import KILL_ENV, SCHEMA, _block_table, partition_dir, run_recommend
-from pipeline.show import show_user
+from pipeline.app.cli import app
+from pipeline.app.show import show_user
+from pipeline.core.config import Settings
+from pipeline.core.errors import PipelineError
+from pipeline.stages.recommend import SCHEMA, _block_table, run_recommend
+from pipeline.warehouse.dataset import load_histories
 
 pytestmark = pytest.mark.slow
 YESTERDAY, TODAY = date(2026, 3, 1), date(2026, 3, 2)
@@ -37,7 +37,7 @@ def champion(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 def test_writes_top_k_for_every_user(champion: Settings) -> None:
     report = run_recommend(champion, "tiny", YESTERDAY, 5)
-    table = pq.read_table(partition_dir(champion, "tiny", YESTERDAY) / "part-0.parquet")
+    table = pq.read_table(champion.recommendations_partition("tiny", YESTERDAY) / "part-0.parquet")
     assert table.schema == SCHEMA
     assert report.users == 60 and report.rows == table.num_rows == 300
     rows = table.to_pylist()
@@ -58,33 +58,50 @@ def test_writes_top_k_for_every_user(champion: Settings) -> None:
 
 def test_rerun_same_date_is_identical_and_leaves_other_dates(champion: Settings) -> None:
     run_recommend(champion, "tiny", YESTERDAY, 5)
-    yesterday = (partition_dir(champion, "tiny", YESTERDAY) / "part-0.parquet").read_bytes()
+    yesterday = (champion.recommendations_partition("tiny", YESTERDAY) / "part-0.parquet").read_bytes()
     run_recommend(champion, "tiny", TODAY, 5)
-    first = pq.read_table(partition_dir(champion, "tiny", TODAY))
+    first = pq.read_table(champion.recommendations_partition("tiny", TODAY))
     run_recommend(champion, "tiny", TODAY, 5)
-    second = pq.read_table(partition_dir(champion, "tiny", TODAY))
+    second = pq.read_table(champion.recommendations_partition("tiny", TODAY))
     assert first.equals(second)
-    assert [p.name for p in partition_dir(champion, "tiny", TODAY).iterdir()] == ["part-0.parquet"]
-    assert (partition_dir(champion, "tiny", YESTERDAY) / "part-0.parquet").read_bytes() == yesterday
+    today_files = champion.recommendations_partition("tiny", TODAY).iterdir()
+    assert [p.name for p in today_files] == ["part-0.parquet"]
+    yesterday_part = champion.recommendations_partition("tiny", YESTERDAY) / "part-0.parquet"
+    assert yesterday_part.read_bytes() == yesterday
+
+
+#: runs the ``mmsr`` CLI in a process that dies (SIGKILL) right after the first block is written
+KILLED_AFTER_FIRST_BLOCK = """
+import os, signal, sys
+import pyarrow.parquet as pq
+real_write = pq.ParquetWriter.write_table
+def write_then_die(self, *args, **kwargs):
+    real_write(self, *args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)
+pq.ParquetWriter.write_table = write_then_die
+from pipeline.app.cli import app
+sys.argv[0] = "mmsr"
+app()
+"""
 
 
 def test_kill_mid_write_keeps_yesterday_and_todays_good_output(champion: Settings) -> None:
     run_recommend(champion, "tiny", YESTERDAY, 5)
     run_recommend(champion, "tiny", TODAY, 5)
     before = {
-        d: (partition_dir(champion, "tiny", d) / "part-0.parquet").read_bytes() for d in (YESTERDAY, TODAY)
+        d: (champion.recommendations_partition("tiny", d) / "part-0.parquet").read_bytes()
+        for d in (YESTERDAY, TODAY)
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")} | {
         "MMSR_HOME": str(champion.home),
         "MMSR_RECOMMEND_BATCH_USERS": "16",
         "MMSR_MODEL__DEVICE": "cpu",
-        KILL_ENV: "1",
     }
     done = subprocess.run(
         [
             sys.executable,
-            "-m",
-            "pipeline.cli",
+            "-c",
+            KILLED_AFTER_FIRST_BLOCK,
             "recommend",
             "--dataset",
             "tiny",
@@ -102,20 +119,20 @@ def test_kill_mid_write_keeps_yesterday_and_todays_good_output(champion: Setting
     staged = list((champion.dataset_dir("tiny") / ".staging").glob("recommendations-*/part-0.parquet"))
     assert staged, "the killed run had started writing its staging file"
     for day, content in before.items():
-        assert (partition_dir(champion, "tiny", day) / "part-0.parquet").read_bytes() == content
+        assert (champion.recommendations_partition("tiny", day) / "part-0.parquet").read_bytes() == content
     # the next good run cleans the dead run's staging folder and replaces today only
     run_recommend(champion, "tiny", TODAY, 7)
     assert not list((champion.dataset_dir("tiny") / ".staging").iterdir())
-    assert pq.read_table(partition_dir(champion, "tiny", TODAY)).num_rows == 60 * 7
+    assert pq.read_table(champion.recommendations_partition("tiny", TODAY)).num_rows == 60 * 7
 
 
 def test_exception_mid_write_keeps_outputs_and_cleans_staging(
     champion: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pipeline.recommend as recommend
+    import pipeline.stages.recommend as recommend
 
     run_recommend(champion, "tiny", TODAY, 5)
-    before = (partition_dir(champion, "tiny", TODAY) / "part-0.parquet").read_bytes()
+    before = (champion.recommendations_partition("tiny", TODAY) / "part-0.parquet").read_bytes()
     real, calls = recommend._block_table, []
 
     def failing(*args: object) -> object:
@@ -127,7 +144,7 @@ def test_exception_mid_write_keeps_outputs_and_cleans_staging(
     monkeypatch.setattr(recommend, "_block_table", failing)
     with pytest.raises(RuntimeError, match="disk full"):
         run_recommend(champion, "tiny", TODAY, 9)
-    assert (partition_dir(champion, "tiny", TODAY) / "part-0.parquet").read_bytes() == before
+    assert (champion.recommendations_partition("tiny", TODAY) / "part-0.parquet").read_bytes() == before
     assert not list((champion.dataset_dir("tiny") / ".staging").iterdir())
 
 
@@ -159,7 +176,7 @@ def test_show_prints_history_and_titles(champion: Settings) -> None:
     for item in index.item_ids[sequences[4]]:
         assert f"Title of {item}" in text
     assert f"run {TODAY}" in text and "mmsr-tiny v1" in text
-    recs = pq.read_table(partition_dir(champion, "tiny", TODAY)).to_pylist()
+    recs = pq.read_table(champion.recommendations_partition("tiny", TODAY)).to_pylist()
     top = [r["item_id"] for r in recs if r["user_id"] == "tiny-U004"][:3]
     assert all(f"Title of {item}" in text for item in top)
 
@@ -192,8 +209,8 @@ def test_block_table_drops_masked_slots() -> None:
 @pytest.mark.shared_data
 def test_real_gift_cards_train_recommend_show(shared_data: Path, mmsr_home: Path) -> None:
     """Real Amazon 2018 Gift Cards through extract -> train (ID-only, no codes) -> recommend -> show."""
-    from pipeline.extract import run_extract
-    from pipeline.train import run_train
+    from pipeline.stages.extract import run_extract
+    from pipeline.stages.train.run import run_train
 
     folder = shared_data / "amazon2018" / "gift_cards"
     settings = tiny_settings(mmsr_home, baselines=[], model=TINY_MODEL | {"max_epochs": 2})
@@ -206,7 +223,7 @@ def test_real_gift_cards_train_recommend_show(shared_data: Path, mmsr_home: Path
     report = run_recommend(settings, "gift", TODAY, 10)
     index, sequences = load_histories(settings, "gift")
     assert report.users == len(index.user_ids) == len(sequences) and report.rows == 10 * report.users
-    rows = pq.read_table(partition_dir(settings, "gift", TODAY)).to_pylist()
+    rows = pq.read_table(settings.recommendations_partition("gift", TODAY)).to_pylist()
     assert {r["item_id"] for r in rows} <= set(index.item_ids.tolist())
     console = Console(record=True, width=250)
     show_user(settings, "gift", rows[0]["user_id"], 5, console=console)

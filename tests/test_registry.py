@@ -14,11 +14,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 from tiny_warehouse import register_untrained, tiny_settings, write_tiny_warehouse
 
-from pipeline.config import Settings
-from pipeline.errors import PipelineError
-from pipeline.model_runs import read_model_runs
-from pipeline.registry import PromotionDecision, metric_k, registered_name, run_promote, setup_mlflow
-from pipeline.train import run_train
+from pipeline.core.config import Settings
+from pipeline.core.errors import PipelineError
+from pipeline.serving.registry import PromotionDecision, metric_k, registered_name, run_promote, setup_mlflow
+from pipeline.stages.train.run import run_train
+from pipeline.warehouse.model_runs import read_model_runs
 
 pytestmark = pytest.mark.slow
 NAME = registered_name("tiny")

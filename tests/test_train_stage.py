@@ -15,14 +15,14 @@ import pytest
 from mlflow.tracking import MlflowClient
 from tiny_warehouse import TINY_MODEL, tiny_settings, write_tiny_warehouse
 
-from pipeline import train as train_stage
-from pipeline.analytics import publish_analytics
-from pipeline.dataset import dataset_fingerprint, load_sequence_data
-from pipeline.errors import PipelineError
-from pipeline.model_runs import read_model_runs
-from pipeline.recommend import run_recommend
-from pipeline.registry import registered_name
-from pipeline.train import TrainReport, run_train
+from pipeline.stages.train import run as train_stage
+from pipeline.core.errors import PipelineError
+from pipeline.serving.registry import registered_name
+from pipeline.stages.publish import publish_analytics
+from pipeline.stages.recommend import run_recommend
+from pipeline.stages.train.run import TrainReport, run_train
+from pipeline.warehouse.dataset import dataset_fingerprint, load_sequence_data
+from pipeline.warehouse.model_runs import read_model_runs
 
 
 def test_load_sequence_data_follows_the_layout(mmsr_home: Path) -> None:

@@ -13,8 +13,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.config import Settings
-from pipeline.registry import PromotionDecision
+from pipeline.core.config import Settings
+from pipeline.serving.registry import PromotionDecision
+from pipeline.warehouse.codes_table import item_codes_rows, write_centres, write_item_codes
 
 TINY_MODEL = {
     "hidden_size": 16,
@@ -56,37 +57,14 @@ def _loo_splits(sequences: list[np.ndarray]) -> pa.Table:
 def _codes(root: Path, item_ids: list[str], c: int = 4, dim: int = 8) -> None:
     rng = np.random.default_rng(1)
     folder = root / "codes"
-    folder.mkdir(parents=True, exist_ok=True)
-    rows: dict[str, list] = {"item_id": [], "modality": [], "codes": [], "distances": []}
+    parts = []
     for modality in ("text", "image"):
-        centres = rng.normal(size=(c, dim)).astype(np.float32)
-        pq.write_table(
-            pa.table(
-                {
-                    "code": pa.array(range(c), pa.int32()),
-                    "vector": pa.array(centres.tolist(), pa.list_(pa.float32())),
-                }
-            ),
-            folder / f"{modality}_centres.parquet",
-        )
-        for i, item in enumerate(item_ids):
-            if modality == "image" and i % 2:
-                continue
-            rows["item_id"].append(item)
-            rows["modality"].append(modality)
-            rows["codes"].append([i % c, (i + 1) % c])
-            rows["distances"].append([0.1, 0.2])
-    pq.write_table(
-        pa.table(
-            {
-                "item_id": pa.array(rows["item_id"], pa.string()),
-                "modality": pa.array(rows["modality"], pa.string()),
-                "codes": pa.array(rows["codes"], pa.list_(pa.int32())),
-                "distances": pa.array(rows["distances"], pa.list_(pa.float32())),
-            }
-        ),
-        folder / "item_codes.parquet",
-    )
+        write_centres(folder, modality, rng.normal(size=(c, dim)).astype(np.float32))
+        ids = [item for i, item in enumerate(item_ids) if modality == "text" or i % 2 == 0]
+        positions = np.array([item_ids.index(item) for item in ids])
+        codes = np.stack([positions % c, (positions + 1) % c], axis=1)
+        parts.append(item_codes_rows(ids, modality, codes, np.tile([0.1, 0.2], (len(ids), 1))))
+    write_item_codes(folder, parts)
 
 
 def write_tiny_warehouse(
@@ -162,9 +140,9 @@ def register_untrained(settings: Settings, dataset: str = "tiny") -> PromotionDe
     import mlflow
 
     from mmsr_model.registry import build_model
-    from pipeline.dataset import load_sequence_data
-    from pipeline.registry import log_pyfunc, run_promote, setup_mlflow
-    from pipeline.train_config import train_config
+    from pipeline.serving.registry import log_pyfunc, run_promote, setup_mlflow
+    from pipeline.stages.train.config import train_config
+    from pipeline.warehouse.dataset import load_sequence_data
 
     data, _ = load_sequence_data(settings, dataset)
     model = build_model("mmsr", data, **train_config(settings).model_params)

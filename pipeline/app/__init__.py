@@ -1,0 +1,1 @@
+"""What users run: the ``mmsr`` CLI, ``mmsr show``, the demo and its synthetic data."""

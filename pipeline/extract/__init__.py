@@ -1,6 +1,0 @@
-"""Extract stage: raw Amazon review/meta files -> warehouse Parquet tables (see README)."""
-
-from pipeline.extract.report import ExtractReport
-from pipeline.extract.run import run_extract
-
-__all__ = ["ExtractReport", "run_extract"]

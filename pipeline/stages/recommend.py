@@ -1,0 +1,151 @@
+"""Recommend stage: the champion scores every user; one date's top-K lands atomically.
+
+The partition is written to a staging folder outside ``recommendations/`` and
+moved into place only when complete, so analysts' globs never see a half-written
+day and a rerun replaces that date only.
+
+Fault injection (tests only): ``MMSR_TEST_KILL_AFTER_BLOCKS=N`` SIGKILLs the
+process right after the N-th block of users is written to the staging file.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import mlflow
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from mlflow.tracking import MlflowClient
+from tqdm.auto import tqdm
+
+from pipeline.core.config import Settings
+from pipeline.core.errors import PipelineError
+from pipeline.core.io import fresh_staging_dir, publish_folder
+from pipeline.serving.registry import current_champion, registered_name, setup_mlflow
+from pipeline.warehouse.dataset import load_histories
+
+log = logging.getLogger(__name__)
+
+PART_NAME = "part-0.parquet"
+SCHEMA = pa.schema(
+    [
+        ("run_date", pa.date32()),
+        ("user_id", pa.string()),
+        ("rank", pa.int32()),
+        ("item_id", pa.string()),
+        ("score", pa.float32()),
+        ("model_name", pa.string()),
+        ("model_version", pa.int32()),
+    ]
+)
+
+
+@dataclass
+class RecommendReport:
+    dataset: str
+    run_date: date
+    model_name: str
+    model_version: int
+    k: int
+    users: int
+    users_skipped: int
+    rows: int
+    seconds: float
+    users_per_s: float
+    path: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _block_table(
+    user_ids: np.ndarray, ids: np.ndarray, scores: np.ndarray, item_ids: np.ndarray, constants: dict[str, Any]
+) -> pa.Table:
+    """One block of users' top-K as rows (vectorised; -inf = fewer than K candidates)."""
+    k = ids.shape[1]
+    keep = np.isfinite(scores).ravel()
+    n = int(keep.sum())
+    return pa.table(
+        {
+            "run_date": pa.array([constants["run_date"]] * n, pa.date32()),
+            "user_id": pa.array(np.repeat(user_ids, k)[keep], pa.string()),
+            "rank": pa.array(np.tile(np.arange(1, k + 1, dtype=np.int32), len(user_ids))[keep]),
+            "item_id": pa.array(item_ids[ids.ravel()[keep]], pa.string()),
+            "score": pa.array(scores.ravel()[keep].astype(np.float32)),
+            "model_name": pa.array([constants["model_name"]] * n, pa.string()),
+            "model_version": pa.array(np.full(n, constants["model_version"], dtype=np.int32)),
+        },
+        schema=SCHEMA,
+    )
+
+
+def _load_champion(settings: Settings, dataset: str) -> tuple[Any, int]:
+    setup_mlflow(settings, dataset)
+    version = current_champion(MlflowClient(), dataset)
+    if version is None:
+        raise PipelineError(
+            f"no champion model for {registered_name(dataset)!r} in {settings.tracking_uri}: "
+            f"run `mmsr train --dataset {dataset}` first"
+        )
+    wrapper = mlflow.pyfunc.load_model(f"models:/{registered_name(dataset)}/{version}").unwrap_python_model()
+    return wrapper, version
+
+
+def run_recommend(settings: Settings, dataset: str, run_date: date | None, k: int | None) -> RecommendReport:
+    """Write ``recommendations/run_date=YYYY-MM-DD/part-0.parquet`` for every user with history."""
+    from mmsr_model.device import resolve_device
+
+    started = time.perf_counter()
+    run_date = run_date or datetime.now(UTC).date()
+    k = k or settings.recommend_k
+    index, sequences = load_histories(settings, dataset)
+    wrapper, version = _load_champion(settings, dataset)
+    wrapper.device = resolve_device(settings.model.device)
+    # current dense ids -> the champion's dense ids (-1: item unknown to the champion)
+    to_champion = np.fromiter(
+        (wrapper.item_idx.get(i, -1) for i in index.item_ids), np.int64, len(index.item_ids)
+    )
+    histories = [to_champion[s][to_champion[s] >= 0] for s in sequences]
+    users = np.flatnonzero([h.size > 0 for h in histories])
+    if users.size == 0:
+        raise PipelineError(
+            f"dataset {dataset!r}: no user has an interaction the champion knows; nothing written"
+        )
+    constants = {"run_date": run_date, "model_name": registered_name(dataset), "model_version": version}
+    staging = fresh_staging_dir(settings.staging_dir(dataset), f"recommendations-{run_date.isoformat()}")
+    rows = 0
+    try:
+        with pq.ParquetWriter(staging / PART_NAME, SCHEMA) as writer:
+            step = settings.recommend_batch_users
+            for start in tqdm(range(0, users.size, step), desc=f"recommend {dataset}"):
+                chunk = users[start : start + step]
+                ids, scores = wrapper.top_k([histories[u] for u in chunk.tolist()], k, exclude_seen=True)
+                table = _block_table(index.user_ids[chunk], ids, scores, wrapper.item_ids, constants)
+                writer.write_table(table)
+                rows += table.num_rows
+        target = settings.recommendations_partition(dataset, run_date)
+        publish_folder(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    seconds = time.perf_counter() - started
+    report = RecommendReport(
+        dataset=dataset,
+        run_date=run_date,
+        model_name=registered_name(dataset),
+        model_version=version,
+        k=k,
+        users=int(users.size),
+        users_skipped=len(sequences) - int(users.size),
+        rows=rows,
+        seconds=round(seconds, 2),
+        users_per_s=round(users.size / seconds, 1),
+        path=str(target / PART_NAME),
+    )
+    log.info("%s: %d users -> %s (%.1f users/s)", dataset, report.users, report.path, report.users_per_s)
+    return report

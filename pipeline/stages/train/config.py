@@ -1,0 +1,53 @@
+"""The ``TrainConfig`` the train stage hands to ``mmsr_model`` for each model, built from the settings.
+
+Kept apart from :mod:`pipeline.stages.train.run` so that benchmarks and tests can build the
+exact production configuration without importing MLflow.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from mmsr_model.registry import model_class
+from mmsr_model.training import TrainConfig, config_for
+from pipeline.core.config import Settings
+
+EVAL_KS = (5, 10, 20)
+
+
+def constructor_params(model: str) -> frozenset[str]:
+    """The keyword arguments the model class's constructor accepts."""
+    return frozenset(inspect.signature(model_class(model).__init__).parameters)
+
+
+def train_config(settings: Settings, model: str = "mmsr") -> TrainConfig:
+    """The ``TrainConfig`` for MMSR, or for a baseline with its class's standard overrides.
+
+    Baselines keep their own architecture defaults; they share only the history
+    length and the seed with MMSR (whichever their constructor accepts).
+    """
+    m = settings.model
+    # MMSR's architecture parameters: the settings fields its constructor takes (the rest drive training)
+    architecture = constructor_params("mmsr") & type(m).model_fields.keys()
+    config = TrainConfig(
+        model="mmsr",
+        model_params={name: getattr(m, name) for name in sorted(architecture)} | {"seed": settings.seed},
+        lr=m.lr,
+        weight_decay=m.weight_decay,
+        batch_size=m.batch_size,
+        max_epochs=m.max_epochs,
+        patience=m.patience,
+        eval_metric=m.eval_metric,
+        eval_ks=EVAL_KS,
+        seed=settings.seed,
+        device=m.device,
+        time_budget_s=None if m.time_budget_min is None else 60 * m.time_budget_min,
+        refit=m.refit,
+    )
+    if model == "mmsr":
+        return config
+    accepted = constructor_params(model)
+    shared = {
+        key: value for key, value in (("max_len", m.max_len), ("seed", settings.seed)) if key in accepted
+    }
+    return config_for(model, config, model_params=shared)
