@@ -16,7 +16,8 @@ from tiny_warehouse import register_untrained, tiny_settings, write_tiny_warehou
 
 from pipeline.core.config import Settings
 from pipeline.core.errors import PipelineError
-from pipeline.serving.registry import PromotionDecision, metric_k, registered_name, run_promote, setup_mlflow
+from pipeline.serving.registry import registered_name, setup_mlflow
+from pipeline.stages.promote import PromotionDecision, metric_k, run_promote
 from pipeline.stages.train.run import run_train
 from pipeline.warehouse.model_runs import read_model_runs
 

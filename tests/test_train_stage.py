@@ -15,11 +15,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 from tiny_warehouse import TINY_MODEL, tiny_settings, write_tiny_warehouse
 
-from pipeline.stages.train import run as train_stage
 from pipeline.core.errors import PipelineError
 from pipeline.serving.registry import registered_name
 from pipeline.stages.publish import publish_analytics
 from pipeline.stages.recommend import run_recommend
+from pipeline.stages.train import run as train_stage
 from pipeline.stages.train.run import TrainReport, run_train
 from pipeline.warehouse.dataset import dataset_fingerprint, load_sequence_data
 from pipeline.warehouse.model_runs import read_model_runs

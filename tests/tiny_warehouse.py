@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.core.config import Settings
-from pipeline.serving.registry import PromotionDecision
+from pipeline.stages.promote import PromotionDecision
 from pipeline.warehouse.codes_table import item_codes_rows, write_centres, write_item_codes
 
 TINY_MODEL = {
@@ -140,7 +140,8 @@ def register_untrained(settings: Settings, dataset: str = "tiny") -> PromotionDe
     import mlflow
 
     from mmsr_model.registry import build_model
-    from pipeline.serving.registry import log_pyfunc, run_promote, setup_mlflow
+    from pipeline.serving.registry import log_pyfunc, setup_mlflow
+    from pipeline.stages.promote import run_promote
     from pipeline.stages.train.config import train_config
     from pipeline.warehouse.dataset import load_sequence_data
 

@@ -200,7 +200,7 @@ def demo(config: ConfigOpt = None) -> None:
     settings = _settings(config)
     from pipeline.app.demo import run_demo
 
-    _run(lambda: run_demo(settings), report=False)
+    _run(lambda: run_demo(settings, config), report=False)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import logging
 import os
 import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -79,12 +80,18 @@ def _print_summary(settings: Settings, summary: DagRunSummary, seconds: float, c
     )
 
 
-def run_demo(settings: Settings) -> DagRunSummary:
-    """Generate the demo data, run the nightly DAG once, print the results; fails if any task failed."""
+def run_demo(settings: Settings, config_file: Path | None = None) -> DagRunSummary:
+    """Generate the demo data, run the nightly DAG once, print the results; fails if any task failed.
+
+    ``config_file`` (the ``--config`` the settings came from) is handed on to the DAG's
+    tasks, which load their settings themselves.
+    """
     from pipeline.app.demo_data import write_demo_dataset
 
     started = time.perf_counter()
     os.environ["MMSR_DEMO"] = "1"  # the demo DAG exists even when other datasets are configured
+    if config_file is not None:
+        os.environ["MMSR_CONFIG"] = str(config_file)
     for offline in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):  # the demo encoders are local files
         os.environ.setdefault(offline, "1")
     written = write_demo_dataset(demo_raw_dir(settings), seed=settings.seed)

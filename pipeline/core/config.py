@@ -9,6 +9,7 @@ Everything the job writes lives under ``home`` (``MMSR_HOME``, default ``./var``
 from __future__ import annotations
 
 import os
+from contextvars import ContextVar
 from datetime import date
 from functools import cached_property
 from pathlib import Path
@@ -26,6 +27,8 @@ ImageBackend = Literal["open_clip", "timm"]
 #: metric names as mmsr_model reports them: hr_at_10, mrr_at_5, ndcg_at_20 ...
 METRIC_PATTERN = r"^(hr|mrr|ndcg)_at_([1-9][0-9]*)$"
 SplitKind = Literal["loo", "ratio"]
+#: the YAML file of the ``load_settings`` call in progress (it wins over ``$MMSR_CONFIG``)
+_CONFIG_FILE: ContextVar[Path | None] = ContextVar("mmsr_config_file", default=None)
 
 
 class ModelSettings(BaseModel):
@@ -168,7 +171,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        yaml_file = os.environ.get("MMSR_CONFIG")
+        yaml_file = _CONFIG_FILE.get() or os.environ.get("MMSR_CONFIG")
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if yaml_file:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_file))
@@ -215,9 +218,15 @@ class Settings(BaseSettings):
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
-    """Build settings, reading ``config_file`` (or ``$MMSR_CONFIG``) as the YAML layer."""
-    if config_file is not None:
-        if not Path(config_file).is_file():
-            raise FileNotFoundError(f"config file not found: {config_file}")
-        os.environ["MMSR_CONFIG"] = str(config_file)
-    return Settings(**overrides)
+    """Build settings, reading ``config_file`` (else ``$MMSR_CONFIG``) as the YAML layer.
+
+    The process environment is left alone: a caller that starts other processes on the
+    same file (the demo's Airflow run) passes it on itself.
+    """
+    if config_file is not None and not Path(config_file).is_file():
+        raise FileNotFoundError(f"config file not found: {config_file}")
+    token = _CONFIG_FILE.set(config_file)
+    try:
+        return Settings(**overrides)
+    finally:
+        _CONFIG_FILE.reset(token)

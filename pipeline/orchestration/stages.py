@@ -63,7 +63,7 @@ def _train(settings: Settings, dataset: str, args: dict[str, Any]) -> Any:
 
 def _promote(settings: Settings, dataset: str, args: dict[str, Any]) -> Any:
     version = int(args["version"])
-    from pipeline.serving.registry import run_promote
+    from pipeline.stages.promote import run_promote
 
     return run_promote(settings, dataset, version)
 

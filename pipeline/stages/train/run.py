@@ -30,7 +30,8 @@ from mmsr_model.data import SequenceData
 from mmsr_model.evaluation import evaluate
 from mmsr_model.training import TrainHistory, train
 from pipeline.core.config import Settings
-from pipeline.serving.registry import log_pyfunc, registered_name, run_promote, setup_mlflow
+from pipeline.serving.registry import log_pyfunc, registered_name, setup_mlflow
+from pipeline.stages.promote import run_promote
 from pipeline.stages.train.config import EVAL_KS, train_config
 from pipeline.warehouse.dataset import dataset_fingerprint, load_sequence_data
 from pipeline.warehouse.model_runs import upsert_model_run
