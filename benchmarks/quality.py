@@ -113,7 +113,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--refit",
         action="store_true",
         help="every model: after its row, a second row ('refit') for a fresh model trained on train + "
-        "valid targets for the best epoch count (the selection run is resumed from its checkpoint)",
+        "valid targets for the best epoch count (mmsr_model.training.refit)",
     )
     p.add_argument("--max-train-samples", type=int, default=None, help="seeded subsample of train targets")
     p.add_argument("--sample", type=int, default=None, help="use only the first N users (CI-sized run)")
@@ -224,7 +224,7 @@ def prepared_data(args: argparse.Namespace, settings: Any, split: str, needs_tex
 
 def run_split(args: argparse.Namespace, home: Path, split: str, on_result: Callable[[Result], None]) -> None:
     """Train and test every requested model on ``split``, handing each row to ``on_result``."""
-    from mmsr_model.training import train
+    from mmsr_model.training import refit, train
     from pipeline.stages.train.config import train_config
 
     variants = [model_variant(m) for m in args.models]
@@ -233,7 +233,7 @@ def run_split(args: argparse.Namespace, home: Path, split: str, on_result: Calla
     needs_text = any(name == "mmsr" and params.get("modalities") != [] for name, _, params in variants)
     settings = quality_settings(args, home, split)
     data = prepared_data(args, settings, split, needs_text)
-    checkpoints = args.checkpoint_dir or (home / "checkpoints" if args.refit else None)
+    checkpoints = args.checkpoint_dir
     for name, label, params in variants:
         config = train_config(settings, name)
         config = replace(
@@ -253,10 +253,12 @@ def run_split(args: argparse.Namespace, home: Path, split: str, on_result: Calla
         log.info("%s / %s: %s", split, label, config)
         model, history = train(config, data)
         on_result(result_row(split, label, config, data, model, history))
-        if args.refit:  # resumes the finished run from its checkpoint: no selection epochs, then the refit
-            model, refit = train(replace(config, refit=True, max_epochs=len(history.epochs)), data)
-            refit.stopped_by_budget = history.stopped_by_budget
-            on_result(result_row(split, f"{label} refit", config, data, model, refit))
+        if args.refit:  # the selection's numbers, plus the refit's epochs, samples and seconds
+            refit_history = replace(history)
+            started = time.perf_counter()
+            model = refit(config, data, refit_history)
+            refit_history.seconds = history.seconds + time.perf_counter() - started
+            on_result(result_row(split, f"{label} refit", config, data, model, refit_history))
 
 
 def result_row(split: str, label: str, config: Any, data: Any, model: Any, history: Any) -> Result:

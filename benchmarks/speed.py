@@ -2,6 +2,9 @@
 
 Times a few hundred training steps (not a whole epoch) and extrapolates one epoch of
 all training prefixes (leave-one-out: every prefix target except the last two items).
+A step is the production one: batches come from ``mmsr_model.batching`` in the fit
+loop's first-epoch order and the optimisation is ``mmsr_model.fitting.train_step``
+(Adam with TrainConfig's defaults, autocast on CUDA).
 Codes are RANDOM (c=30, k=3 per item and modality): speed depends on graph sizes, not
 on what the codes mean. Run e.g.::
 
@@ -27,10 +30,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from mmsr_model.batching import build_batch, epoch_order
 from mmsr_model.data import SequenceData, TargetSet
 from mmsr_model.device import resolve_device
+from mmsr_model.fitting import make_trainee, train_step
 from mmsr_model.inference import top_k
 from mmsr_model.mmsr import MMSR
+from mmsr_model.training import TrainConfig
 from pipeline.core.io import write_text_atomic
 
 log = logging.getLogger("benchmarks.speed")
@@ -88,7 +94,9 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         data, modalities=args.modalities, max_len=50, hidden_size=args.hidden, seed=args.seed
     )
     model.to(device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.002)
+    # the production trainer: Adam with the default TrainConfig, autocast on CUDA only
+    defaults = TrainConfig()
+    trainee, autocast = make_trainee(model, defaults.lr, defaults.weight_decay, args.seed, device)
     use_amp = device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
 
@@ -96,23 +104,16 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     model.prepare_samples(data, TargetSet(train.users[:1], train.positions[:1]))  # builds the per-user cache
     cache_s = time.perf_counter() - t0
 
-    order = np.random.default_rng(args.seed).permutation(len(train))
+    order = epoch_order(model, train, args.batch_size, trainee.shuffler)  # the first epoch's order
     n_steps = min(args.warmup + args.steps, len(order) // args.batch_size)
     build_s = step_s = build_cpu = step_cpu = 0.0
     nodes = edges = 0
     for i in tqdm(range(n_steps), desc="train steps", unit="step"):
         idx = order[i * args.batch_size : (i + 1) * args.batch_size]
-        sub = TargetSet(train.users[idx], train.positions[idx])
         t0, c0 = time.perf_counter(), time.process_time()
-        batch = model.prepare_samples(data, sub)
-        targets = torch.from_numpy(data.target_items(sub))
+        batch, targets = build_batch(model, data, train, idx)  # what the fit loop's batches() builds
         t1, c1 = time.perf_counter(), time.process_time()
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-            loss = model.calculate_loss(model.batch_to(batch, device), targets.to(device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss.item()  # synchronises CUDA
+        train_step(trainee, batch, targets, device, autocast)  # the fit loop's step; .item() syncs CUDA
         t2, c2 = time.perf_counter(), time.process_time()
         if i >= args.warmup:
             build_s += t1 - t0

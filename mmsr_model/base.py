@@ -1,23 +1,29 @@
 """The one contract every model follows (after RecBole), so training, evaluation,
 inference and persistence never special-case a model.
 
-``prepare`` turns raw histories into a model-specific CPU batch (a graph batch
-for MMSR, a padded tensor for SASRec); ``batch_to`` moves it to a device;
-``forward`` returns one state per history; scores are dot products with the item
-embeddings. ``init_kwargs`` holds everything needed to rebuild the module
-(JSON-able values and numpy arrays) so ``persistence`` can save and load it.
+A model is ``cls(n_items, config, **data arrays)`` with a frozen, validated config
+(:mod:`mmsr_model.config`); ``from_data`` sizes a fresh one for a dataset. ``prepare``
+turns raw histories into a model-specific CPU batch (a graph batch for MMSR, a padded
+tensor for SASRec); ``batch_to`` moves it to a device; ``forward`` returns one state
+per history; scores are dot products with the item embeddings. ``init_kwargs``
+(derived from the config, never hand-copied) holds everything needed to rebuild the
+module (JSON-able values and numpy arrays), so ``persistence`` can save and load it.
+Optional capabilities are class flags with a default method, so callers ask the flag
+instead of probing for attributes.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from contextlib import AbstractContextManager
+from typing import Any, ClassVar, Self
 
 import numpy as np
 import torch
 from torch import nn
 
+from mmsr_model.config import ModelConfig
 from mmsr_model.data import SequenceData, TargetSet
 
 
@@ -26,6 +32,10 @@ class SequentialRecommender(nn.Module, ABC):
 
     #: registry name used by persistence (e.g. "mmsr", "sasrec")
     name: str = ""
+    #: the class of this model's hyper-parameters
+    config_class: ClassVar[type[ModelConfig]] = ModelConfig
+    #: constructor keywords that carry data arrays rather than hyper-parameters (MMSR's codes)
+    data_kwarg_names: ClassVar[tuple[str, ...]] = ()
     #: TrainConfig fields this model is trained with by default (e.g. SASRec's lr 0.001, batch 256);
     #: ``training.config_for`` applies them
     default_train_overrides: ClassVar[dict[str, Any]] = {}
@@ -35,12 +45,38 @@ class SequentialRecommender(nn.Module, ABC):
     #: constructor arguments that files saved before the argument existed lack, with the value
     #: those models had; needed only where today's default differs (persistence fills them in)
     legacy_init_kwargs: ClassVar[dict[str, Any]] = {}
+    #: whether ``drop_modality_links`` hides modality information (MMSR); evaluation skips the others
+    has_modality_links: ClassVar[bool] = False
 
-    def __init__(self, n_items: int, max_len: int) -> None:
+    def __init__(self, n_items: int, config: ModelConfig) -> None:
         super().__init__()
+        if not isinstance(config, self.config_class):
+            raise TypeError(f"{type(self).__name__} wants a {self.config_class.__name__}, got {config!r}")
         self.n_items = n_items
-        self.max_len = max_len
-        self.init_kwargs: dict[str, Any] = {}
+        self.config = config
+        self.max_len = config.max_len
+
+    @classmethod
+    def from_data(cls, data: SequenceData, **params: Any) -> Self:
+        """A fresh, untrained model sized for ``data``; ``params`` are fields of ``config_class``."""
+        return cls(data.n_items, cls.config_class.from_params(**params))
+
+    @classmethod
+    def from_init_kwargs(cls, init_kwargs: dict[str, Any]) -> Self:
+        """The model ``init_kwargs`` describes; keys older files lack get ``legacy_init_kwargs``."""
+        params = {**cls.legacy_init_kwargs, **init_kwargs}
+        n_items = params.pop("n_items")
+        data = {key: params.pop(key) for key in cls.data_kwarg_names if key in params}
+        return cls(n_items, cls.config_class.from_params(**params), **data)
+
+    @property
+    def init_kwargs(self) -> dict[str, Any]:
+        """``n_items``, every config field and the data arrays: what rebuilds this module."""
+        return {"n_items": self.n_items, **self.config.model_dump(), **self.data_kwargs()}
+
+    def data_kwargs(self) -> dict[str, Any]:
+        """The data arrays the constructor took (by ``data_kwarg_names``); none by default."""
+        return {}
 
     @abstractmethod
     def prepare(self, histories: Sequence[np.ndarray]) -> Any:
@@ -61,6 +97,13 @@ class SequentialRecommender(nn.Module, ABC):
     @abstractmethod
     def item_embeddings(self) -> torch.Tensor:
         """Output embeddings of all items, shape ``[n_items, d]``."""
+
+    def drop_modality_links(self, modality: str, p: float, seed: int) -> AbstractContextManager[None]:
+        """While active, a random fraction ``p`` of items loses its links of ``modality``.
+
+        Only models with ``has_modality_links`` implement it.
+        """
+        raise NotImplementedError(f"{self.name} has no modality links to drop")
 
     def random_streams(self) -> dict[str, np.random.Generator]:
         """Random generators the model draws from while training (a checkpoint saves their state)."""

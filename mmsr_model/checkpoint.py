@@ -40,10 +40,7 @@ RUN_CONTROLS = frozenset(
         "patience",
         "time_budget_s",
         "device",
-        "amp",
-        "log_every",
         "prefetch",
-        "eval_batch_size",
         "checkpoint_dir",
         "refit",  # runs after the checkpointed loop has ended; it does not change what the loop learns
     }

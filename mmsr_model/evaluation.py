@@ -128,10 +128,10 @@ def evaluate_missing_modality(
     """Metrics with a fraction ``p`` of items' modality links dropped at evaluation time.
 
     Rows: ``{"modality", "p", <metrics>}``, led by the intact model (modality
-    "none", p 0). Models without ``drop_modality_links`` (the baselines) and
-    modalities the data lacks are skipped with a logged note.
+    "none", p 0). Models without modality links (``has_modality_links`` false: the
+    baselines) and modalities the data lacks are skipped with a logged note.
     """
-    if not hasattr(model, "drop_modality_links"):
+    if not model.has_modality_links:
         log.warning("%s has no modality links: missing-modality evaluation skipped", model.name)
         return []
     present = [m for m in modalities if m == "both" or m in data.item_codes]

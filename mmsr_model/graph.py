@@ -1,6 +1,6 @@
 """MSGraph building: one sparse graph batch for many item histories, no loops over nodes or edges.
 
-Every graph is first built "stamped" (:func:`build_stamped`): nodes, transitions and
+Every graph is first built "stamped" (:func:`mmsr_model.stamped.build_stamped`): nodes, transitions and
 cross-modal pairs of a whole sequence, each stamped with the position where it first
 appears. The graph of the prefix ``seq[:t]`` is then a set of masks ``stamp < t``
 (:func:`select`). Inference histories are stamped and selected at their full length;
@@ -9,7 +9,7 @@ every user's full sequence once and answers each batch with masks and index
 arithmetic only. Both routes go through the same :func:`select`, so they give the
 same graphs by construction (tests check it anyway).
 
-Conventions (the spec's MSGraph):
+Conventions of the MSGraph (the MMSR paper's modality-enriched sequence graph):
 
 * node types ``item``, ``image``, ``text``; item nodes are the UNIQUE items of the
   history, code nodes the unique codes of those items ("raw" modality nodes are
@@ -37,51 +37,33 @@ import torch
 
 from mmsr_model.data import SequenceData, TargetSet
 from mmsr_model.sparse import Pattern
-
-NODE_TYPES = ("item", "image", "text")
-HOMO_RELATIONS = ("self", "out", "in", "both")
-HETERO_RELATIONS = (
-    "self",
-    "item->image",
-    "image->item",
-    "item->text",
-    "text->item",
-    "image->text",
-    "text->image",
+from mmsr_model.stamped import (
+    EDGE_TYPES,
+    HETERO_RELATIONS,
+    HOMO_RELATIONS,
+    NODE_TYPES,
+    HeteroRel,
+    HomoRel,
+    NodeType,
+    StampedGraphs,
+    build_stamped,
 )
-#: the spec's 10 edge types ("self" is shared by both attentions)
-EDGE_TYPES = tuple(dict.fromkeys(HOMO_RELATIONS + HETERO_RELATIONS))
 
-_NEVER = np.iinfo(np.int64).max
-
-
-@dataclass(frozen=True)
-class StampedGraphs:
-    """Full-sequence graphs of ``G`` sequences, every part stamped with its first position.
-
-    ``*_ptr`` arrays are CSR offsets per graph; node references are global rows of
-    the node arrays, which are sorted by (graph, type, value).
-    """
-
-    node_ptr: np.ndarray
-    node_type: np.ndarray
-    node_value: np.ndarray
-    node_first: np.ndarray
-    seq_ptr: np.ndarray  # offsets of each sequence's positions in item_node_at
-    item_node_at: np.ndarray  # node row of the item at every position
-    occ_ptr: np.ndarray
-    occ_node: np.ndarray
-    occ_pos: np.ndarray
-    trans_ptr: np.ndarray
-    trans_src: np.ndarray
-    trans_dst: np.ndarray
-    trans_first: np.ndarray
-    trans_rev_first: np.ndarray  # first position of the reverse transition, _NEVER if none
-    cross_ptr: np.ndarray
-    cross_a: np.ndarray  # node of the lower type (item before image before text)
-    cross_b: np.ndarray
-    cross_rel: np.ndarray  # HETERO_RELATIONS index of a -> b; b -> a is cross_rel + 1
-    cross_first: np.ndarray
+__all__ = [
+    "EDGE_TYPES",
+    "HETERO_RELATIONS",
+    "HOMO_RELATIONS",
+    "NODE_TYPES",
+    "GraphBatch",
+    "GraphCache",
+    "HeteroRel",
+    "HomoRel",
+    "NodeType",
+    "StampedGraphs",
+    "build_batch",
+    "build_stamped",
+    "describe",
+]
 
 
 @dataclass
@@ -151,152 +133,6 @@ def _ranges(ptr: np.ndarray, graphs: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return rows, sample, block
 
 
-def _ptr(graph_of_row: np.ndarray, n_graphs: int) -> np.ndarray:
-    return np.searchsorted(graph_of_row, np.arange(n_graphs + 1)).astype(np.int64)
-
-
-def _dedup_pairs(
-    a: np.ndarray, b: np.ndarray, first: np.ndarray, n_nodes: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Distinct (a, b) pairs sorted by (a, b), each with its minimum stamp."""
-    key = a * n_nodes + b
-    order = np.lexsort((first, key))
-    key, first = key[order], first[order]
-    head = np.ones(len(key), dtype=bool)
-    head[1:] = key[1:] != key[:-1]
-    key = key[head]
-    return key // n_nodes, key % n_nodes, first[head]
-
-
-def build_stamped(sequences: Sequence[np.ndarray], codes: Mapping[int, np.ndarray]) -> StampedGraphs:
-    """Stamped full graphs of ``sequences``; ``codes[type]`` is ``(n_items, k)`` with -1 = none.
-
-    ``type`` is the index in ``NODE_TYPES`` (1 image, 2 text); empty ``codes`` gives
-    ID-only graphs.
-    """
-    n_graphs = len(sequences)
-    lens = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=n_graphs)
-    if n_graphs and lens.min() == 0:
-        raise ValueError("every history must hold at least one item")
-    seq_ptr = np.concatenate(([0], np.cumsum(lens)))
-    flat = np.concatenate(sequences).astype(np.int64) if n_graphs else np.zeros(0, np.int64)
-    n_pos = len(flat)
-    graph_of = np.repeat(np.arange(n_graphs), lens)
-    pos = np.arange(n_pos) - seq_ptr[graph_of]
-
-    # occurrences (graph, type, value, position): items first, then each modality's codes
-    parts_g, parts_t, parts_v, parts_p = [graph_of], [np.zeros(n_pos, np.int64)], [flat], [pos]
-    code_slots: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # type -> (valid mask, occurrence offset)
-    offset = n_pos
-    for ntype in sorted(codes):
-        c = np.asarray(codes[ntype], dtype=np.int64)[flat]  # (P, k)
-        valid = c >= 0
-        code_slots[ntype] = (valid, offset)
-        k = c.shape[1]
-        parts_g.append(np.repeat(graph_of, k)[valid.ravel()])
-        parts_t.append(np.full(int(valid.sum()), ntype, np.int64))
-        parts_v.append(c[valid])
-        parts_p.append(np.repeat(pos, k)[valid.ravel()])
-        offset += int(valid.sum())
-    occ_g, occ_t, occ_v, occ_p = (np.concatenate(x) for x in (parts_g, parts_t, parts_v, parts_p))
-
-    n_values = int(occ_v.max()) + 1 if len(occ_v) else 1
-    key = (occ_g * len(NODE_TYPES) + occ_t) * n_values + occ_v
-    order = np.lexsort((occ_p, key))
-    key_sorted = key[order]
-    head = np.ones(len(key_sorted), dtype=bool)
-    head[1:] = key_sorted[1:] != key_sorted[:-1]
-    node_of_sorted = np.cumsum(head) - 1
-    node_key = key_sorted[head]
-    node_first = occ_p[order][head]
-    node_value = node_key % n_values
-    node_type = (node_key // n_values) % len(NODE_TYPES)
-    node_graph = node_key // (n_values * len(NODE_TYPES))
-    n_nodes = len(node_key)
-    occ_node = np.empty(len(key), np.int64)
-    occ_node[order] = node_of_sorted
-    item_node_at = occ_node[:n_pos]
-
-    # node rows of every code slot (P, k), -1 where the item has no such code
-    slot_node: dict[int, np.ndarray] = {}
-    for ntype, (valid, off) in code_slots.items():
-        grid = np.full(valid.shape, -1, np.int64)
-        grid[valid] = occ_node[off : off + int(valid.sum())]
-        slot_node[ntype] = grid
-
-    # homogeneous transitions: position i-1 -> i inside one sequence, stamped i
-    nxt = np.flatnonzero(pos > 0)
-    t_src, t_dst, t_first = [item_node_at[nxt - 1]], [item_node_at[nxt]], [pos[nxt]]
-    for grid in slot_node.values():
-        s, d = grid[nxt - 1][:, :, None], grid[nxt][:, None, :]
-        ok = (s >= 0) & (d >= 0)
-        shape = np.broadcast_shapes(s.shape, d.shape)
-        t_src.append(np.broadcast_to(s, shape)[ok])
-        t_dst.append(np.broadcast_to(d, shape)[ok])
-        t_first.append(np.broadcast_to(pos[nxt][:, None, None], shape)[ok])
-    src, dst, first = (np.concatenate(x) for x in (t_src, t_dst, t_first))
-    moving = src != dst
-    trans_src, trans_dst, trans_first = _dedup_pairs(src[moving], dst[moving], first[moving], n_nodes)
-    fwd_key = trans_src * n_nodes + trans_dst
-    rev_key = trans_dst * n_nodes + trans_src
-    hit = np.searchsorted(fwd_key, rev_key).clip(max=max(len(fwd_key) - 1, 0))
-    found = fwd_key[hit] == rev_key if len(fwd_key) else np.zeros(0, bool)
-    trans_rev_first = np.where(found, trans_first[hit] if len(fwd_key) else 0, _NEVER)
-
-    # cross-modal pairs inside one position: item <-> codes, image code <-> text code
-    c_a, c_b, c_rel, c_first = [], [], [], []
-    for ntype, grid in slot_node.items():
-        ok = grid >= 0
-        c_a.append(np.broadcast_to(item_node_at[:, None], grid.shape)[ok])
-        c_b.append(grid[ok])
-        c_rel.append(np.full(int(ok.sum()), HETERO_RELATIONS.index(f"item->{NODE_TYPES[ntype]}")))
-        c_first.append(np.broadcast_to(pos[:, None], grid.shape)[ok])
-    if len(slot_node) == 2:
-        img, txt = slot_node[1][:, :, None], slot_node[2][:, None, :]
-        shape = np.broadcast_shapes(img.shape, txt.shape)
-        ok = (img >= 0) & (txt >= 0)
-        c_a.append(np.broadcast_to(img, shape)[ok])
-        c_b.append(np.broadcast_to(txt, shape)[ok])
-        c_rel.append(np.full(int(ok.sum()), HETERO_RELATIONS.index("image->text")))
-        c_first.append(np.broadcast_to(pos[:, None, None], shape)[ok])
-    if c_a:
-        a, b, first = (np.concatenate(x) for x in (c_a, c_b, c_first))
-        cross_a, cross_b, cross_first = _dedup_pairs(a, b, first, n_nodes)
-        # the relation follows from the node types of the pair
-        type_pair = node_type[cross_a] * len(NODE_TYPES) + node_type[cross_b]
-        rel_of_pair = np.zeros(len(NODE_TYPES) ** 2, np.int64)
-        rel_of_pair[[1, 2, 5]] = [
-            HETERO_RELATIONS.index(r) for r in ("item->image", "item->text", "image->text")
-        ]
-        cross_rel = rel_of_pair[type_pair]
-    else:
-        cross_a = cross_b = cross_first = cross_rel = np.zeros(0, np.int64)
-
-    occ_graph = node_graph[occ_node]
-    occ_order = np.argsort(occ_graph, kind="stable")
-    return StampedGraphs(
-        node_ptr=_ptr(node_graph, n_graphs),
-        node_type=node_type,
-        node_value=node_value,
-        node_first=node_first,
-        seq_ptr=seq_ptr,
-        item_node_at=item_node_at,
-        occ_ptr=_ptr(occ_graph[occ_order], n_graphs),
-        occ_node=occ_node[occ_order],
-        occ_pos=occ_p[occ_order],
-        trans_ptr=_ptr(node_graph[trans_src], n_graphs),
-        trans_src=trans_src,
-        trans_dst=trans_dst,
-        trans_first=trans_first,
-        trans_rev_first=trans_rev_first,
-        cross_ptr=_ptr(node_graph[cross_a], n_graphs),
-        cross_a=cross_a,
-        cross_b=cross_b,
-        cross_rel=cross_rel,
-        cross_first=cross_first,
-    )
-
-
 @dataclass
 class _Part:
     """Selected graphs in sample-major node order, before the type-major reordering."""
@@ -328,14 +164,14 @@ def _select(sg: StampedGraphs, graphs: np.ndarray, t: np.ndarray, samples: np.nd
     e, es = e[live], es[live]
     both = sg.trans_rev_first[e] < te[live]
     src, dst = node_id(sg.trans_src[e], es), node_id(sg.trans_dst[e], es)
-    rel_fwd = np.where(both, HOMO_RELATIONS.index("both"), HOMO_RELATIONS.index("out"))
+    rel_fwd = np.where(both, int(HomoRel.BOTH), int(HomoRel.OUT))
     n_sel = int(keep.sum())
     loops = np.arange(n_sel)
     homo = np.concatenate(
         [
-            np.stack([loops, loops, np.zeros(n_sel, np.int64)]),
+            np.stack([loops, loops, np.full(n_sel, int(HomoRel.SELF), np.int64)]),
             np.stack([src, dst, rel_fwd]),
-            np.stack([dst[~both], src[~both], np.full(int((~both).sum()), HOMO_RELATIONS.index("in"))]),
+            np.stack([dst[~both], src[~both], np.full(int((~both).sum()), int(HomoRel.IN))]),
         ],
         axis=1,
     )
@@ -346,9 +182,9 @@ def _select(sg: StampedGraphs, graphs: np.ndarray, t: np.ndarray, samples: np.nd
     a, b, rel = node_id(sg.cross_a[c], cs), node_id(sg.cross_b[c], cs), sg.cross_rel[c]
     hetero = np.concatenate(
         [
-            np.stack([loops, loops, np.zeros(n_sel, np.int64)]),
+            np.stack([loops, loops, np.full(n_sel, int(HeteroRel.SELF), np.int64)]),
             np.stack([a, b, rel]),
-            np.stack([b, a, rel + 1]),
+            np.stack([b, a, rel + 1]),  # each reverse relation follows its forward one
         ],
         axis=1,
     )

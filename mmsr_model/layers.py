@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 from torch_geometric.utils import softmax as segment_softmax
 
+from mmsr_model.config import MMSRArchitecture
 from mmsr_model.graph import HOMO_RELATIONS, NODE_TYPES, GraphBatch
 from mmsr_model.sparse import Pattern, sddmm, spmm
 
@@ -86,7 +86,7 @@ def _aggregate(
 
 
 class HANLayer(nn.Module):
-    """One heterogeneous attentional layer (see docs/mmsr-model.md).
+    """One heterogeneous attentional layer (see docs/model.md), shaped by an MMSR config.
 
     ``update="async"``: path A runs the homogeneous attention and then the heterogeneous
     one on the updated states, path B the other order; a gate MLP scores both path
@@ -98,47 +98,28 @@ class HANLayer(nn.Module):
     the input; the input states themselves for the homogeneous attention when
     ``homogeneous_values="states"``); ``"invasive"`` aggregates values of the
     intermediate states.
-    A phase's output is its message alone, as in the public code: a node keeps its own
-    state only through its self-loop. ``residual=True`` adds every message to the state
-    instead, and ``norm="layer"`` layer-norms the output; both are off by default because
-    on Beauty they lowered validation NDCG (``benchmarks/results/quality.md``).
+    A phase's output is its message alone, as in the authors' implementation (see
+    :mod:`mmsr_model.config`): a node keeps its own state only through its self-loop.
+    ``residual=True`` adds every message to the state instead, and ``norm="layer"``
+    layer-norms the output; both are off by default because on Beauty they lowered
+    validation NDCG (``benchmarks/results/quality.md``).
     ``homogeneous_values="projected"`` (default) makes the homogeneous attention aggregate W_V
-    of its neighbours, as the public code does, so every message lies in the value space;
-    ``"states"`` aggregates the states themselves (lower validation NDCG on Beauty).
+    of its neighbours, as the authors' implementation does, so every message lies in the value
+    space; ``"states"`` aggregates the states themselves (lower validation NDCG on Beauty).
     """
 
-    def __init__(
-        self,
-        dim: int,
-        update: Literal["async", "sync"] = "async",
-        fusion: Literal["non_invasive", "invasive"] = "non_invasive",
-        gate: Literal["soft", "hard"] = "soft",
-        attn_dropout: float = 0.2,
-        norm: Literal["layer", "none"] = "none",
-        residual: bool = False,
-        homogeneous_values: Literal["states", "projected"] = "projected",
-    ) -> None:
+    def __init__(self, config: MMSRArchitecture) -> None:
         super().__init__()
-        if update not in ("async", "sync"):
-            raise ValueError(f"update must be 'async' or 'sync', got {update!r}")
-        if fusion not in ("non_invasive", "invasive"):
-            raise ValueError(f"fusion must be 'non_invasive' or 'invasive', got {fusion!r}")
-        if gate not in ("soft", "hard"):
-            raise ValueError(f"gate must be 'soft' or 'hard', got {gate!r}")
-        if norm not in ("layer", "none"):
-            raise ValueError(f"norm must be 'layer' or 'none', got {norm!r}")
-        if homogeneous_values not in ("states", "projected"):
-            raise ValueError(
-                f"homogeneous_values must be 'states' or 'projected', got {homogeneous_values!r}"
-            )
-        self.projected_homogeneous = homogeneous_values == "projected"
-        self.dim, self.update, self.fusion, self.gate, self.residual = dim, update, fusion, gate, residual
+        dim = config.hidden_size
+        self.projected_homogeneous = config.homogeneous_values == "projected"
+        self.dim, self.update, self.fusion = dim, config.update, config.fusion
+        self.gate, self.residual = config.gate, config.residual
         self.w_q, self.w_k, self.w_v = TypedLinear(dim), TypedLinear(dim), TypedLinear(dim)
         self.a_homo = nn.Parameter(torch.empty(len(HOMO_RELATIONS), dim))
         nn.init.normal_(self.a_homo, std=dim**-0.5)
         self.gate_mlp = nn.Sequential(nn.Linear(dim, dim), nn.Tanh(), nn.Linear(dim, 1))
-        self.attn_dropout = nn.Dropout(attn_dropout)
-        self.norm = nn.LayerNorm(dim) if norm == "layer" else nn.Identity()
+        self.attn_dropout = nn.Dropout(config.attn_dropout)
+        self.norm = nn.LayerNorm(dim) if config.norm == "layer" else nn.Identity()
 
     def homogeneous(self, x: torch.Tensor, values: torch.Tensor, batch: GraphBatch) -> torch.Tensor:
         """Content attention e_ij = LeakyReLU(a_r . (x_i * x_j)) over self/out/in/both edges."""

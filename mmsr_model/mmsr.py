@@ -13,13 +13,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
 from mmsr_model.base import SequentialRecommender
+from mmsr_model.config import MMSRConfig
 from mmsr_model.data import MODALITIES, SequenceData, TargetSet
 from mmsr_model.graph import NODE_TYPES, GraphBatch, GraphCache, build_batch
 from mmsr_model.layers import HANLayer
@@ -28,9 +29,12 @@ log = logging.getLogger(__name__)
 
 
 class MMSR(SequentialRecommender):
-    """The multimodal sequential recommender of docs/mmsr-model.md."""
+    """The multimodal sequential recommender of docs/model.md."""
 
     name = "mmsr"
+    config_class = MMSRConfig
+    data_kwarg_names = ("item_codes", "code_centres", "item_features")
+    has_modality_links = True
     #: files saved before a switch existed load as they were trained: a layer norm and residuals
     #: in every layer, the homogeneous attention aggregating states
     legacy_init_kwargs: ClassVar[dict[str, Any]] = {
@@ -38,87 +42,50 @@ class MMSR(SequentialRecommender):
         "residual": True,
         "homogeneous_values": "states",
     }
+    config: MMSRConfig
 
     def __init__(
         self,
         n_items: int,
-        max_len: int = 50,
-        hidden_size: int = 128,
-        num_layers: int = 1,
-        dropout: float = 0.4,
-        attn_dropout: float = 0.2,
-        update: Literal["async", "sync"] = "async",
-        fusion: Literal["non_invasive", "invasive"] = "non_invasive",
-        modality_nodes: Literal["codes", "raw"] = "codes",
-        modalities: Sequence[str] = ("text", "image"),
-        gate: Literal["soft", "hard"] = "soft",
-        readout: Literal["last", "mean"] = "last",
-        readout_dropout: float = 0.0,
-        norm: Literal["layer", "none"] = "none",
-        residual: bool = False,
-        homogeneous_values: Literal["states", "projected"] = "projected",
-        score_scale: float | None = None,
-        modality_drop_p: float = 0.0,
-        seed: int = 2023,
+        config: MMSRConfig | None = None,
+        *,
         item_codes: dict[str, np.ndarray] | None = None,
         code_centres: dict[str, np.ndarray] | None = None,
         item_features: dict[str, np.ndarray] | None = None,
     ) -> None:
-        super().__init__(n_items, max_len)
-        if num_layers < 1:
-            raise ValueError(f"num_layers must be >= 1, got {num_layers}")
-        if modality_nodes not in ("codes", "raw"):
-            raise ValueError(f"modality_nodes must be 'codes' or 'raw', got {modality_nodes!r}")
-        if readout not in ("last", "mean"):
-            raise ValueError(f"readout must be 'last' or 'mean', got {readout!r}")
-        if not 0.0 <= modality_drop_p <= 1.0:
-            raise ValueError(f"modality_drop_p must be in [0, 1], got {modality_drop_p}")
-        if score_scale is not None and score_scale <= 0:
-            raise ValueError(f"score_scale must be positive or None, got {score_scale}")
-        unknown = set(modalities) - set(MODALITIES)
-        if unknown:
-            raise ValueError(f"unknown modalities {sorted(unknown)}; known: {MODALITIES}")
+        config = MMSRConfig() if config is None else config
+        # modalities in node-type order, whatever order they were asked for in
+        modalities = [m for m in NODE_TYPES[1:] if m in config.modalities]
+        super().__init__(n_items, config.model_copy(update={"modalities": modalities}))
+        config = self.config
         item_codes, code_centres, item_features = item_codes or {}, code_centres or {}, item_features or {}
-        self.modalities = [m for m in NODE_TYPES[1:] if m in modalities]
-        self.modality_nodes, self.readout, self.modality_drop_p = modality_nodes, readout, modality_drop_p
-        self.score_scale = score_scale
-        self.init_kwargs = {
-            "n_items": n_items,
-            "max_len": max_len,
-            "hidden_size": hidden_size,
-            "num_layers": num_layers,
-            "dropout": dropout,
-            "attn_dropout": attn_dropout,
-            "update": update,
-            "fusion": fusion,
-            "modality_nodes": modality_nodes,
-            "modalities": list(self.modalities),
-            "gate": gate,
-            "readout": readout,
-            "readout_dropout": readout_dropout,
-            "norm": norm,
-            "residual": residual,
-            "homogeneous_values": homogeneous_values,
-            "score_scale": score_scale,
-            "modality_drop_p": modality_drop_p,
-            "seed": seed,
-            "item_codes": {m: item_codes[m] for m in self.modalities if modality_nodes == "codes"},
-            "code_centres": {m: code_centres[m] for m in self.modalities if modality_nodes == "codes"},
-            "item_features": {m: item_features[m] for m in self.modalities if modality_nodes == "raw"},
+        self.modalities = modalities
+        self.modality_nodes, self.readout, self.modality_drop_p = (
+            config.modality_nodes,
+            config.readout,
+            config.modality_drop_p,
+        )
+        self.score_scale = config.score_scale
+        codes = config.modality_nodes == "codes"
+        self._data_kwargs = {
+            "item_codes": {m: item_codes[m] for m in modalities if codes},
+            "code_centres": {m: code_centres[m] for m in modalities if codes},
+            "item_features": {m: item_features[m] for m in modalities if not codes},
         }
+        hidden_size, seed = config.hidden_size, config.seed
         # graph "codes" per node type: real codes, or the item id itself for raw feature nodes
         self._codes: dict[int, np.ndarray] = {}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.item_emb = nn.Embedding(n_items, hidden_size)
             nn.init.normal_(self.item_emb.weight, std=hidden_size**-0.5)
-            self.pos_emb = nn.Embedding(max_len, hidden_size)
+            self.pos_emb = nn.Embedding(config.max_len, hidden_size)
             nn.init.normal_(self.pos_emb.weight, std=hidden_size**-0.5)
             self.code_emb = nn.ModuleDict()
             self.feature_proj = nn.ModuleDict()
-            for i, m in enumerate(self.modalities):
+            for i, m in enumerate(modalities):
                 ntype = NODE_TYPES.index(m)
-                if modality_nodes == "codes":
+                if codes:
                     self._codes[ntype] = self._check_codes(m, item_codes[m], code_centres[m])
                     self.code_emb[m] = nn.Embedding.from_pretrained(
                         _project_centres(code_centres[m], hidden_size, seed + i), freeze=False
@@ -131,24 +98,15 @@ class MMSR(SequentialRecommender):
                         f"features_{m}", torch.from_numpy(np.nan_to_num(features)), persistent=False
                     )
                     self.feature_proj[m] = nn.Linear(features.shape[1], hidden_size)
-            self.layers = nn.ModuleList(
-                HANLayer(
-                    hidden_size,
-                    update=update,
-                    fusion=fusion,
-                    gate=gate,
-                    attn_dropout=attn_dropout,
-                    norm=norm,
-                    residual=residual,
-                    homogeneous_values=homogeneous_values,
-                )
-                for _ in range(num_layers)
-            )
-        self.dropout = nn.Dropout(dropout)
-        self.readout_dropout = nn.Dropout(readout_dropout)
+            self.layers = nn.ModuleList(HANLayer(config) for _ in range(config.num_layers))
+        self.dropout = nn.Dropout(config.dropout)
+        self.readout_dropout = nn.Dropout(config.readout_dropout)
         self._cache: GraphCache | None = None
         self._dropped: dict[int, np.ndarray] = {}
         self._train_drop_rng = np.random.default_rng(seed)
+
+    def data_kwargs(self) -> dict[str, Any]:
+        return self._data_kwargs
 
     def _check_codes(self, modality: str, codes: np.ndarray, centres: np.ndarray) -> np.ndarray:
         codes = np.asarray(codes, dtype=np.int64)
@@ -163,25 +121,24 @@ class MMSR(SequentialRecommender):
     @classmethod
     def from_data(cls, data: SequenceData, **params: Any) -> MMSR:
         """A fresh model for ``data``; modalities ``data`` does not carry are left out (logged)."""
-        wanted = list(params.pop("modalities", ["text", "image"]))
-        raw = params.get("modality_nodes", "codes") == "raw"
+        config = MMSRConfig.from_params(**params)
+        raw = config.modality_nodes == "raw"
         available = [
             m
-            for m in wanted
+            for m in config.modalities
             if (m in data.item_features if raw else (m in data.item_codes and m in data.code_centres))
         ]
-        if missing := sorted(set(wanted) - set(available)):
+        if missing := sorted(set(config.modalities) - set(available)):
             log.info("MMSR: modalities %s absent from the data, not used", missing)
         log.info(
             "MMSR graph modalities: %s (%s nodes)", available or "none, ID-only", "raw" if raw else "code"
         )
         return cls(
-            n_items=data.n_items,
-            modalities=available,
+            data.n_items,
+            config.model_copy(update={"modalities": available}),
             item_codes=data.item_codes,
             code_centres=data.code_centres,
             item_features=data.item_features,
-            **params,
         )
 
     def random_streams(self) -> dict[str, np.random.Generator]:
@@ -261,7 +218,7 @@ class MMSR(SequentialRecommender):
         # the last layer only computes the nodes the readout uses
         readout_rows = batch.last_node if self.readout == "last" else torch.arange(n_item, device=h.device)
         for i, layer in enumerate(self.layers):
-            # node dropout on each layer's output, where the public code puts it
+            # node dropout on each layer's output (not its input), as the authors' implementation does
             h = self.dropout(layer(h, batch, rows=readout_rows if i == len(self.layers) - 1 else None))
         if self.readout == "mean":
             sample = batch.node_sample[:n_item]

@@ -2,7 +2,8 @@
 
 The file holds the registry name, ``init_kwargs`` (numpy arrays stored as
 tensors) and the ``state_dict``; loading rebuilds the class with
-``cls(**init_kwargs)`` and reads the file with ``torch.load(weights_only=True)``.
+``cls.from_init_kwargs(init_kwargs)`` (flat: ``n_items``, the config fields, the data
+arrays) and reads the file with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Sequenti
     if version != FORMAT_VERSION:
         raise ValueError(f"{path}: model file format {version!r}, this library reads {FORMAT_VERSION}")
     cls = model_class(payload["name"])
-    model = cls(**{**cls.legacy_init_kwargs, **_decode(payload["init_kwargs"])})
+    model = cls.from_init_kwargs(_decode(payload["init_kwargs"]))
     model.load_state_dict(payload["state_dict"], strict=True)
     return model.to(device).eval()
 

@@ -18,7 +18,12 @@ from dataclasses import dataclass
 
 import torch
 
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+
+def _csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """A CSR tensor, without torch's "support is in beta state" warning (once per process, not ours)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+        return torch.sparse_csr_tensor(crow, col, values, size, check_invariants=False)
 
 
 @dataclass
@@ -57,14 +62,10 @@ class Pattern:
         return Pattern(**moved)
 
     def matrix(self, weights: torch.Tensor) -> torch.Tensor:
-        return torch.sparse_csr_tensor(
-            self.crow, self.col, weights, (self.n_rows, self.n_cols), check_invariants=False
-        )
+        return _csr(self.crow, self.col, weights, (self.n_rows, self.n_cols))
 
     def matrix_t(self, weights: torch.Tensor) -> torch.Tensor:
-        return torch.sparse_csr_tensor(
-            self.crow_t, self.col_t, weights[self.perm_t], (self.n_cols, self.n_rows), check_invariants=False
-        )
+        return _csr(self.crow_t, self.col_t, weights[self.perm_t], (self.n_cols, self.n_rows))
 
     def sample(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """``a[row_e] . b[col_e]`` for every edge, in edge order."""

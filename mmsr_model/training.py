@@ -1,11 +1,11 @@
 """The one training loop every model shares (MMSR and the baselines).
 
-Samples are the 'train' split's (user, position) pairs, which already hold every
-prefix of the train part (prefix augmentation). Each epoch shuffles them with a
-seeded generator, optimises the full softmax cross-entropy with Adam, then ranks
-the 'valid' split against all items; early stopping watches
-``config.eval_metric`` and the best epoch's weights are restored at the end (or,
-with ``config.refit``, a fresh model is trained on train + valid for that many epochs).
+Each epoch optimises the full softmax cross-entropy with Adam over the train
+samples (:mod:`mmsr_model.batching`, :mod:`mmsr_model.fitting`), then ranks the
+'valid' split against all items; early stopping (:mod:`mmsr_model.early_stopping`)
+watches ``config.eval_metric`` and the best epoch's weights are restored at the end
+(or, with ``config.refit``, :func:`refit` trains a fresh model on train + valid for
+that many epochs).
 With ``config.checkpoint_dir`` the loop's state is saved after every epoch and a
 rerun resumes after the last saved one (see :mod:`mmsr_model.checkpoint`).
 Models without trainable parameters (Pop) get one "epoch" of validation only.
@@ -14,24 +14,23 @@ Models without trainable parameters (Pop) get one "epoch" of validation only.
 from __future__ import annotations
 
 import logging
-import math
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from mmsr_model.base import SequentialRecommender
+from mmsr_model.batching import train_samples
 from mmsr_model.checkpoint import LoopState, Trainee, checkpoint_path, load_checkpoint, save_checkpoint
 from mmsr_model.data import SequenceData, TargetSet
 from mmsr_model.device import resolve_device
+from mmsr_model.early_stopping import EarlyStopping, fresh_state
 from mmsr_model.evaluation import evaluate
+from mmsr_model.fitting import Autocast, fit_epoch, make_trainee
 from mmsr_model.metrics import metric_names
 from mmsr_model.registry import build_model, model_class
 from mmsr_model.seeding import seed_everything
@@ -52,11 +51,8 @@ class TrainConfig:
     patience: int = 8
     eval_metric: str = "ndcg_at_10"
     eval_ks: tuple[int, ...] = (5, 10, 20)
-    eval_batch_size: int = 512
     seed: int = 2023
-    device: str = "auto"
-    amp: bool = True  # autocast (bf16, else fp16 + GradScaler) only on CUDA; CPU stays float32
-    log_every: int = 0  # log the running loss every N steps; 0 = once per epoch
+    device: str = "auto"  # autocast (bf16, else fp16 + GradScaler) on CUDA; CPU stays float32
     max_train_samples: int | None = None  # seeded subsample of the train samples (smoke runs)
     prefetch: bool = True  # build the next batch in a background thread during the step
     time_budget_s: float | None = None  # stop after the epoch that passes this much training time
@@ -100,7 +96,7 @@ def train(
     """Train ``config.model`` on ``data``; return it with the best-on-validation weights.
 
     With ``config.refit`` the returned model is instead a fresh one trained on train
-    and valid targets for the best epoch count (see :func:`_refit`).
+    and valid targets for the best epoch count (see :func:`refit`).
     """
     if config.eval_metric not in metric_names(config.eval_ks):
         raise ValueError(f"eval_metric {config.eval_metric!r} is not among {metric_names(config.eval_ks)}")
@@ -109,32 +105,51 @@ def train(
     seed_everything(config.seed)
     device = resolve_device(config.device)
     model = build_model(config.model, data, **config.model_params).to(device)
-    samples = _train_samples(data, config)
+    samples = train_samples(data, config.max_train_samples, config.seed)
     history = TrainHistory(device=str(device), n_train_samples=len(samples))
     started = time.perf_counter()
     log.info("training %s on %d samples, %d items, device %s", model.name, len(samples), data.n_items, device)
 
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    if not trainable:
+    earlier_seconds = 0.0  # spent by the runs a checkpoint resumes
+    if any(p.requires_grad for p in model.parameters()):
+        earlier_seconds = _select_epochs(model, config, data, samples, history, device, started, on_epoch_end)
+    else:  # Pop: one "epoch" of validation only
         record = {"epoch": 1.0, **_validate(model, data, config, device)}
         record["seconds"] = record["val_seconds"]
         _finish_epoch(record, history, on_epoch_end)
         history.best_epoch, history.best_val = 1, _val_part(record)
-        if config.refit:
-            model = _refit(config, data, history, device)
-        history.seconds = time.perf_counter() - started
-        return model.eval(), history
+    if config.refit:
+        model = refit(config, data, history)
+    history.seconds = earlier_seconds + time.perf_counter() - started
+    return model.eval(), history
 
-    trainee, autocast = _trainee(model, trainable, config, device)
+
+def _select_epochs(
+    model: SequentialRecommender,
+    config: TrainConfig,
+    data: SequenceData,
+    samples: TargetSet,
+    history: TrainHistory,
+    device: torch.device,
+    started: float,
+    on_epoch_end: Callable[[dict[str, float]], None] | None,
+) -> float:
+    """Epochs until early stopping, resuming from ``config.checkpoint_dir``; leaves the best weights
+    in ``model`` and the curve in ``history``. Returns the seconds the resumed runs had spent."""
+    trainee, autocast = make_trainee(model, config.lr, config.weight_decay, config.seed, device)
     checkpoint = None
     if config.checkpoint_dir is not None:
         checkpoint = checkpoint_path(config.checkpoint_dir, asdict(config), data)
-    state = _resume(checkpoint, trainee, history, on_epoch_end) or LoopState(
-        epoch=0, best_score=-math.inf, bad_epochs=0, best_state=None, history={}
+    stopping = EarlyStopping(
+        _resume(checkpoint, trainee, history, on_epoch_end) or fresh_state(),
+        config.patience,
+        config.time_budget_s,
+        started,
+        config.eval_metric,
     )
     earlier_seconds = history.seconds
-    history.stopped_early = state.bad_epochs >= config.patience  # a resumed run early stopping had ended
-    first = config.max_epochs + 1 if history.stopped_early else state.epoch + 1
+    history.stopped_early = stopping.patience_spent  # a resumed run early stopping had ended
+    first = config.max_epochs + 1 if history.stopped_early else stopping.state.epoch + 1
     epochs_bar = tqdm(
         range(first, config.max_epochs + 1),
         desc=f"train {model.name}",
@@ -145,81 +160,78 @@ def train(
     for epoch in epochs_bar:
         epoch_start = time.perf_counter()
         train_loss = _fit_epoch(trainee, data, samples, config, epoch, device, autocast)
-        train_seconds = time.perf_counter() - epoch_start
         record = {
             "epoch": float(epoch),
             "train_loss": train_loss,
-            "train_seconds": train_seconds,
+            "train_seconds": time.perf_counter() - epoch_start,
         }
         record.update(_validate(model, data, config, device))
         record["seconds"] = time.perf_counter() - epoch_start
         _finish_epoch(record, history, on_epoch_end)
         score = record[f"val_{config.eval_metric}"]
-        if score > state.best_score:
-            state.best_score, state.bad_epochs = score, 0
-            state.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        if stopping.record(epoch, score, model):
             history.best_epoch, history.best_val = epoch, _val_part(record)
-        else:
-            state.bad_epochs += 1
-        state.epoch = epoch
         history.seconds = earlier_seconds + time.perf_counter() - started
         if checkpoint is not None:
-            state.history = history.to_dict()
-            save_checkpoint(checkpoint, trainee, state)
+            stopping.state.history = history.to_dict()
+            save_checkpoint(checkpoint, trainee, stopping.state)
         epochs_bar.set_postfix(loss=f"{record['train_loss']:.4f}", **{config.eval_metric: f"{score:.4f}"})
-        if state.bad_epochs >= config.patience:
-            history.stopped_early = True
-            log.info(
-                "early stop after epoch %d: no %s gain for %d epochs",
-                epoch,
-                config.eval_metric,
-                state.bad_epochs,
-            )
+        reason = stopping.stop_reason(epoch, history.best_epoch)
+        if reason is not None:
+            history.stopped_early, history.stopped_by_budget = reason == "patience", reason == "budget"
             break
-        if config.time_budget_s is not None and time.perf_counter() - started >= config.time_budget_s:
-            history.stopped_by_budget = True
-            log.warning(
-                "time budget of %.0f s spent after epoch %d; keeping best epoch %d",
-                config.time_budget_s,
-                epoch,
-                history.best_epoch,
-            )
-            break
-    if state.best_state is not None:
-        model.load_state_dict(state.best_state)
+    stopping.restore_best(model)
     log.info("best epoch %d of %d: %s", history.best_epoch, len(history.epochs), history.best_val)
-    if config.refit:
-        model = _refit(config, data, history, device)
-    history.seconds = earlier_seconds + time.perf_counter() - started
-    return model.eval(), history
+    return earlier_seconds
 
 
-def _refit(
-    config: TrainConfig, data: SequenceData, history: TrainHistory, device: torch.device
-) -> SequentialRecommender:
+def refit(config: TrainConfig, data: SequenceData, history: TrainHistory) -> SequentialRecommender:
     """A fresh model trained on the train and valid targets for ``history.best_epoch`` epochs.
 
     Early stopping needs targets it does not train on, so the selected model never
     learns each user's most recent pre-test interaction, the one nearest to what it
     will be asked to predict. Validation has done its job once it has chosen the epoch
-    count; the refit spends that count on all the data. The history keeps the
-    selection run's validation numbers: the refit model has seen those targets.
+    count; the refit spends that count on all the data. ``history`` (the selection
+    run's) gets ``refit_epochs`` and ``refit_samples``; it keeps the selection run's
+    validation numbers: the refit model has seen those targets.
     """
+    device = resolve_device(config.device)
     merged = data.with_valid_in_train()
     seed_everything(config.seed)
     model = build_model(config.model, merged, **config.model_params).to(device)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    samples = _train_samples(merged, config)
+    samples = train_samples(merged, config.max_train_samples, config.seed)
     history.refit_samples = len(samples)
-    if not trainable:  # Pop: its counts now include the valid targets
-        return model
-    trainee, autocast = _trainee(model, trainable, config, device)
+    if not any(p.requires_grad for p in model.parameters()):  # Pop: its counts now include valid targets
+        return model.eval()
+    trainee, autocast = make_trainee(model, config.lr, config.weight_decay, config.seed, device)
     log.info("refit %s on %d train + valid samples, %d epochs", model.name, len(samples), history.best_epoch)
     for epoch in tqdm(range(1, history.best_epoch + 1), desc=f"refit {model.name}", unit="epoch"):
         loss = _fit_epoch(trainee, merged, samples, config, epoch, device, autocast)
         history.refit_epochs = epoch
         log.info("refit epoch %d: train_loss %.5f", epoch, loss)
-    return model
+    return model.eval()
+
+
+def _fit_epoch(
+    trainee: Trainee,
+    data: SequenceData,
+    samples: TargetSet,
+    config: TrainConfig,
+    epoch: int,
+    device: torch.device,
+    autocast: Autocast,
+) -> float:
+    return fit_epoch(
+        trainee,
+        data,
+        samples,
+        epoch,
+        device,
+        autocast,
+        config.batch_size,
+        config.bucket_by_length,
+        config.prefetch,
+    )
 
 
 def _resume(
@@ -245,130 +257,11 @@ def _resume(
     return state
 
 
-def _trainee(
-    model: SequentialRecommender,
-    trainable: list[torch.nn.Parameter],
-    config: TrainConfig,
-    device: torch.device,
-) -> tuple[Trainee, Callable[[], Any]]:
-    """A fresh optimiser, loss scaler and seeded shuffler for ``model``, and its autocast context."""
-    optimizer = torch.optim.Adam(trainable, lr=config.lr, weight_decay=config.weight_decay)
-    autocast, scaler = _mixed_precision(config, device)
-    return Trainee(model, optimizer, scaler, np.random.default_rng(config.seed)), autocast
-
-
-def _fit_epoch(
-    trainee: Trainee,
-    data: SequenceData,
-    samples: TargetSet,
-    config: TrainConfig,
-    epoch: int,
-    device: torch.device,
-    autocast: Callable[[], Any],
-) -> float:
-    """One optimisation pass over ``samples`` in the shuffler's order; the mean loss."""
-    model, optimizer, scaler = trainee.model, trainee.optimizer, trainee.scaler
-    model.train()
-    order = trainee.shuffler.permutation(len(samples))
-    if model.batches_by_length if config.bucket_by_length is None else config.bucket_by_length:
-        lengths = np.minimum(samples.positions, model.max_len)
-        order = length_bucketed(order, lengths, config.batch_size, trainee.shuffler)
-    batches = _batches(model, data, samples, order, config.batch_size, config.prefetch)
-    steps_bar = tqdm(
-        batches,
-        total=math.ceil(len(order) / config.batch_size),
-        desc=f"epoch {epoch}",
-        unit="batch",
-        leave=False,
-    )
-    loss_sum, steps = 0.0, 0
-    for batch, targets in steps_bar:
-        with autocast():
-            loss = model.calculate_loss(model.batch_to(batch, device), targets.to(device, non_blocking=True))
-        if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"{model.name}: loss is {loss.item()} at epoch {epoch}, step {steps + 1}"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        loss_sum += loss.item()
-        steps += 1
-        steps_bar.set_postfix(loss=f"{loss_sum / steps:.4f}")
-        if config.log_every and steps % config.log_every == 0:
-            log.info("epoch %d step %d: loss %.4f", epoch, steps, loss_sum / steps)
-    return loss_sum / max(steps, 1)
-
-
-def _train_samples(data: SequenceData, config: TrainConfig) -> TargetSet:
-    if "train" not in data.splits or len(data.splits["train"]) == 0:
-        raise ValueError("training needs a non-empty 'train' split")
-    samples = data.splits["train"]
-    if config.max_train_samples is not None and config.max_train_samples < len(samples):
-        keep = np.sort(
-            np.random.default_rng(config.seed).choice(len(samples), config.max_train_samples, replace=False)
-        )
-        samples = TargetSet(samples.users[keep], samples.positions[keep])
-    return samples
-
-
-def length_bucketed(
-    order: np.ndarray, lengths: np.ndarray, batch_size: int, rng: np.random.Generator, pool_batches: int = 64
-) -> np.ndarray:
-    """``order`` regrouped so each batch holds histories of similar length, batches in random order.
-
-    Padded models pay for the longest history in a batch; with random batches that is
-    almost always ``max_len`` although the median Beauty prefix has 4 items. Sorting
-    within pools of ``pool_batches`` random batches (not globally) keeps every batch a
-    random draw among similar lengths, and the batches are then shuffled as a whole.
-    """
-    pool = batch_size * pool_batches
-    regrouped = np.concatenate(
-        [
-            chunk[np.argsort(lengths[chunk], kind="stable")]
-            for chunk in np.split(order, range(pool, len(order), pool))
-        ]
-    )
-    batches = np.split(regrouped, range(batch_size, len(regrouped), batch_size))
-    return np.concatenate([batches[i] for i in rng.permutation(len(batches))])
-
-
-def _batches(
-    model: SequentialRecommender,
-    data: SequenceData,
-    samples: TargetSet,
-    order: np.ndarray,
-    batch_size: int,
-    prefetch: bool,
-) -> Iterator[tuple[Any, torch.Tensor]]:
-    """CPU batches in ``order``; with ``prefetch`` the next one is built while the caller steps."""
-
-    def build(start: int) -> tuple[Any, torch.Tensor]:
-        idx = order[start : start + batch_size]
-        sub = TargetSet(samples.users[idx], samples.positions[idx])
-        return model.prepare_samples(data, sub), torch.from_numpy(data.target_items(sub))
-
-    starts = range(0, len(order), batch_size)
-    if not prefetch:
-        yield from map(build, starts)
-        return
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare") as pool:
-        pending = None
-        for start in starts:
-            upcoming = pool.submit(build, start)
-            if pending is not None:
-                yield pending.result()
-            pending = upcoming
-        if pending is not None:
-            yield pending.result()
-
-
 def _validate(
     model: SequentialRecommender, data: SequenceData, config: TrainConfig, device: torch.device
 ) -> dict[str, float]:
     start = time.perf_counter()
-    metrics = evaluate(model, data, "valid", config.eval_ks, batch_size=config.eval_batch_size, device=device)
+    metrics = evaluate(model, data, "valid", config.eval_ks, device=device)
     return {**{f"val_{k}": v for k, v in metrics.items()}, "val_seconds": time.perf_counter() - start}
 
 
@@ -387,17 +280,3 @@ def _finish_epoch(
     )
     if on_epoch_end is not None:
         on_epoch_end(dict(record))
-
-
-def _mixed_precision(
-    config: TrainConfig, device: torch.device
-) -> tuple[Callable[[], Any], torch.amp.GradScaler]:
-    """bf16 autocast on CUDA when supported, else fp16 with loss scaling; nothing on CPU."""
-    if not (config.amp and device.type == "cuda"):
-        return nullcontext, torch.amp.GradScaler("cuda", enabled=False)
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    log.info("mixed precision: autocast %s", dtype)
-    return (
-        lambda: torch.autocast("cuda", dtype=dtype),
-        torch.amp.GradScaler("cuda", enabled=dtype == torch.float16),
-    )

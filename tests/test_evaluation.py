@@ -6,6 +6,7 @@ import pytest
 import torch
 from toy_models import ScoreOnly
 
+from mmsr_model.config import ModelConfig
 from mmsr_model.data import SequenceData, TargetSet
 from mmsr_model.evaluation import evaluate, evaluate_breakdown, evaluate_missing_modality, sample_ranks
 from mmsr_model.registry import build_model
@@ -17,9 +18,10 @@ class FixedScores(ScoreOnly):
     """Scores item i with 0.6 - 0.1 * i whatever the history, so rank(i) = i + 1 before exclusions."""
 
     name = "fixed"
+    has_modality_links = True
 
     def __init__(self) -> None:
-        super().__init__(N_ITEMS, max_len=50)
+        super().__init__(N_ITEMS, ModelConfig())
         self.register_buffer("scores", torch.linspace(0.6, 0.1, N_ITEMS))
         self.drops: list[tuple[str, float, int]] = []
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+
 import numpy as np
 import pytest
 
 from mmsr_model.data import SequenceData, TargetSet
-from mmsr_model.graph import EDGE_TYPES, GraphCache, build_batch, describe
+from mmsr_model.graph import EDGE_TYPES, GraphCache, build_batch, build_stamped, describe
 
 # item -> text codes (k=2) and image codes (k=1); -1 = none (item 3 has no text, item 4 no image)
 TEXT = np.array([[0, 1], [1, 2], [3, -1], [-1, -1], [0, 3]])
@@ -115,3 +117,67 @@ def test_cached_prefixes_equal_direct_building_including_windows() -> None:
     assert len(cached) == len(direct) == len(targets)
     for c, d in zip(cached, direct, strict=True):
         assert c == d
+
+
+NEVER = np.iinfo(np.int64).max  # written "-" below
+FROZEN_SEQUENCES = [np.array(s) for s in ([0, 1, 0, 2], [3, 4, 3], [2], [4, 1, 1, 0])]
+#: build_stamped(FROZEN_SEQUENCES, CODES), frozen from a known-good build
+FROZEN_STAMPED = {
+    "node_ptr": "0 9 14 17 26",
+    "node_type": "0 0 0 1 1 2 2 2 2 0 0 1 2 2 0 1 2 0 0 0 1 1 2 2 2 2",
+    "node_value": "0 1 2 5 6 0 1 2 3 3 4 7 0 3 2 5 3 0 1 4 5 6 0 1 2 3",
+    "node_first": "0 1 3 0 1 0 0 1 3 0 1 0 1 1 0 0 0 3 1 0 3 1 0 1 1 0",
+    "seq_ptr": "0 4 7 8 12",
+    "item_node_at": "0 1 0 2 9 10 9 14 19 18 18 17",
+    "occ_ptr": "0 15 22 25 40",
+    "occ_node": "0 1 0 2 3 4 3 3 5 6 6 7 5 6 8 9 10 9 11 11 12 13 14 15 16 19 18 18 17 21 21 20 22 25 23 24 "
+    "23 24 22 23",
+    "occ_pos": "0 1 2 3 0 1 2 3 0 0 1 1 2 2 3 0 1 2 0 2 1 1 0 0 0 0 1 2 3 1 2 3 0 0 1 1 2 2 3 3",
+    "trans_ptr": "0 13 15 15 26",
+    "trans_src": "0 0 1 3 4 5 5 5 6 6 6 7 7 9 10 18 19 21 22 22 23 23 24 24 25 25",
+    "trans_dst": "1 2 0 4 3 6 7 8 5 7 8 5 6 10 9 17 18 20 23 24 22 24 22 23 23 24",
+    "trans_first": "1 3 2 1 2 1 1 3 2 1 3 2 2 1 2 3 1 3 1 1 3 2 3 2 1 1",
+    "trans_rev_first": "2 - 1 2 1 2 2 - 1 2 - 1 1 2 1 - - - 3 3 1 2 1 2 - -",
+    "cross_ptr": "0 13 16 19 31",
+    "cross_a": "0 0 0 1 1 1 2 2 3 3 3 4 4 9 10 10 14 14 15 17 17 17 18 18 18 19 19 20 20 21 21",
+    "cross_b": "3 5 6 4 6 7 3 8 5 6 8 6 7 11 12 13 15 16 16 20 22 23 21 23 24 22 25 22 23 23 24",
+    "cross_rel": "1 3 3 1 3 3 1 3 5 5 5 5 5 1 3 3 1 3 5 1 3 3 1 3 3 3 3 5 5 5 5",
+    "cross_first": "0 0 0 1 1 1 3 3 0 0 3 1 1 0 1 1 0 0 0 3 3 3 1 1 1 0 0 3 3 1 1",
+}
+#: the same sequences' first two, ID-only
+FROZEN_ID_ONLY = {
+    "node_ptr": "0 3 5",
+    "node_type": "0 0 0 0 0",
+    "node_value": "0 1 2 3 4",
+    "node_first": "0 1 3 0 1",
+    "seq_ptr": "0 4 7",
+    "item_node_at": "0 1 0 2 3 4 3",
+    "occ_ptr": "0 4 7",
+    "occ_node": "0 1 0 2 3 4 3",
+    "occ_pos": "0 1 2 3 0 1 2",
+    "trans_ptr": "0 3 5",
+    "trans_src": "0 0 1 3 4",
+    "trans_dst": "1 2 0 4 3",
+    "trans_first": "1 3 2 1 2",
+    "trans_rev_first": "2 - 1 2 1",
+    "cross_ptr": "0 0 0",
+    "cross_a": "",
+    "cross_b": "",
+    "cross_rel": "",
+    "cross_first": "",
+}
+
+
+@pytest.mark.parametrize(
+    ("codes", "n_sequences", "expected"),
+    [(CODES, 4, FROZEN_STAMPED), ({}, 2, FROZEN_ID_ONLY)],
+    ids=["codes", "id-only"],
+)
+def test_stamped_graphs_match_a_frozen_build(codes: dict, n_sequences: int, expected: dict) -> None:
+    """Every array of the stamped graphs (space-separated values), frozen from a known-good build."""
+    built = build_stamped(FROZEN_SEQUENCES[:n_sequences], codes)
+    assert {f.name for f in fields(built)} == set(expected)
+    for name, values in expected.items():
+        array = getattr(built, name)
+        assert array.dtype == np.int64, name
+        assert array.tolist() == [NEVER if v == "-" else int(v) for v in values.split()], name

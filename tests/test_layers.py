@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from mmsr_model import sparse
+from mmsr_model.config import MMSRConfig
 from mmsr_model.graph import GraphBatch, build_batch
 from mmsr_model.layers import HANLayer
 from mmsr_model.sparse import Pattern, sddmm, spmm
@@ -27,7 +28,7 @@ def states(batch: GraphBatch, seed: int = 0) -> torch.Tensor:
 
 def layer(**kwargs: object) -> HANLayer:
     torch.manual_seed(0)
-    return HANLayer(DIM, attn_dropout=0.0, **kwargs).eval()
+    return HANLayer(MMSRConfig(hidden_size=DIM, attn_dropout=0.0, **kwargs)).eval()
 
 
 def test_output_shape_and_gradients_reach_every_parameter(batch: GraphBatch) -> None:
@@ -161,9 +162,9 @@ def test_runs_under_cpu_autocast(batch: GraphBatch) -> None:
 
 def test_unknown_switch_is_rejected() -> None:
     with pytest.raises(ValueError, match="update"):
-        HANLayer(DIM, update="parallel")  # type: ignore[arg-type]
+        MMSRConfig(update="parallel")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="homogeneous_values"):
-        HANLayer(DIM, homogeneous_values="keys")  # type: ignore[arg-type]
+        MMSRConfig(homogeneous_values="keys")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("gathers", [False, True], ids=["sparse", "gather-path"])

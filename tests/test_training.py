@@ -7,7 +7,7 @@ import torch
 from seqdata import chain_data
 from toy_models import DRIFT_CONFIG, drift_data, train_drift
 
-from mmsr_model import training
+from mmsr_model import batching
 from mmsr_model.evaluation import evaluate
 from mmsr_model.training import TrainConfig, config_for, train
 
@@ -130,14 +130,14 @@ def test_length_buckets_keep_every_sample_once_and_group_similar_lengths() -> No
     rng = np.random.default_rng(0)
     lengths = rng.integers(1, 51, size=1000)
     order = rng.permutation(1000)
-    bucketed = training.length_bucketed(
+    bucketed = batching.length_bucketed(
         order, lengths, batch_size=10, rng=np.random.default_rng(1), pool_batches=20
     )
     assert sorted(bucketed.tolist()) == list(range(1000))
     spread = [np.ptp(lengths[batch]) for batch in np.split(bucketed, 100)]
     random_spread = [np.ptp(lengths[batch]) for batch in np.split(order, 100)]
     assert np.mean(spread) < np.mean(random_spread) / 5
-    again = training.length_bucketed(
+    again = batching.length_bucketed(
         order, lengths, batch_size=10, rng=np.random.default_rng(1), pool_batches=20
     )
     assert np.array_equal(bucketed, again)

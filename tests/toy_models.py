@@ -11,6 +11,7 @@ from torch import nn
 
 from mmsr_model import training
 from mmsr_model.base import SequentialRecommender
+from mmsr_model.config import ModelConfig
 from mmsr_model.data import SequenceData, TargetSet
 from mmsr_model.training import TrainConfig
 
@@ -43,7 +44,7 @@ class Drift(ScoreOnly):
     name = "drift"
 
     def __init__(self) -> None:
-        super().__init__(n_items=4, max_len=50)
+        super().__init__(4, ModelConfig())
         self.w = nn.Parameter(torch.zeros(()))
 
     def item_embeddings(self) -> torch.Tensor:

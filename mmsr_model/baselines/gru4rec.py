@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from mmsr_model.baselines.padded import PaddedBatch, PaddedSequenceModel, seeded_init
-from mmsr_model.data import SequenceData
+from mmsr_model.config import GRU4RecConfig
 
 
 class GRU4Rec(PaddedSequenceModel):
@@ -22,39 +22,27 @@ class GRU4Rec(PaddedSequenceModel):
     name = "gru4rec"
     default_train_overrides: ClassVar[dict[str, Any]] = {"lr": 0.001, "batch_size": 256}
 
-    def __init__(
-        self,
-        n_items: int,
-        max_len: int = 50,
-        embedding_size: int = 64,
-        hidden_size: int = 128,
-        num_layers: int = 1,
-        dropout: float = 0.3,
-        seed: int | None = None,
-    ) -> None:
-        super().__init__(n_items, max_len, embedding_size)
-        self.init_kwargs = {
-            "n_items": n_items,
-            "max_len": max_len,
-            "embedding_size": embedding_size,
-            "hidden_size": hidden_size,
-            "num_layers": num_layers,
-            "dropout": dropout,
-            "seed": seed,
-        }
-        self.emb_dropout = nn.Dropout(dropout)
-        self.gru = nn.GRU(embedding_size, hidden_size, num_layers=num_layers, bias=False, batch_first=True)
-        self.dense = nn.Linear(hidden_size, embedding_size)
-        with seeded_init(seed):
+    config_class = GRU4RecConfig
+    config: GRU4RecConfig
+
+    def __init__(self, n_items: int, config: GRU4RecConfig | None = None) -> None:
+        config = GRU4RecConfig() if config is None else config
+        super().__init__(n_items, config, config.embedding_size)
+        self.emb_dropout = nn.Dropout(config.dropout)
+        self.gru = nn.GRU(
+            config.embedding_size,
+            config.hidden_size,
+            num_layers=config.num_layers,
+            bias=False,
+            batch_first=True,
+        )
+        self.dense = nn.Linear(config.hidden_size, config.embedding_size)
+        with seeded_init(config.seed):
             nn.init.xavier_normal_(self.item_embedding.weight)
             for param_name, weight in self.gru.named_parameters():
                 if param_name.startswith("weight"):
                     nn.init.xavier_uniform_(weight)
             self.dense.reset_parameters()
-
-    @classmethod
-    def from_data(cls, data: SequenceData, **params: Any) -> GRU4Rec:
-        return cls(n_items=data.n_items, **params)
 
     def forward(self, batch: PaddedBatch) -> torch.Tensor:
         items, lengths = batch

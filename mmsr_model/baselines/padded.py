@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from mmsr_model.base import SequentialRecommender
+from mmsr_model.config import ModelConfig
 
 PaddedBatch = tuple[torch.Tensor, torch.Tensor]
 
@@ -38,8 +39,8 @@ class PaddedSequenceModel(SequentialRecommender):
 
     batches_by_length = True
 
-    def __init__(self, n_items: int, max_len: int, embedding_size: int) -> None:
-        super().__init__(n_items, max_len)
+    def __init__(self, n_items: int, config: ModelConfig, embedding_size: int) -> None:
+        super().__init__(n_items, config)
         self.item_embedding = nn.Embedding(n_items + 1, embedding_size, padding_idx=0)
 
     def prepare(self, histories: Sequence[np.ndarray]) -> PaddedBatch:

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from mmsr_model.base import SequentialRecommender
+from mmsr_model.config import PopularityConfig
 from mmsr_model.data import SequenceData, TargetSet
 
 
@@ -22,15 +23,15 @@ class Popularity(SequentialRecommender):
     """Scores every item by its training count, whatever the history."""
 
     name = "pop"
+    config_class = PopularityConfig
 
-    def __init__(self, n_items: int, max_len: int = 50) -> None:
-        super().__init__(n_items, max_len)
-        self.init_kwargs = {"n_items": n_items, "max_len": max_len}
+    def __init__(self, n_items: int, config: PopularityConfig | None = None) -> None:
+        super().__init__(n_items, PopularityConfig() if config is None else config)
         self.register_buffer("counts", torch.zeros(n_items, dtype=torch.float32))
 
     @classmethod
     def from_data(cls, data: SequenceData, **params: Any) -> Popularity:
-        model = cls(n_items=data.n_items, **params)
+        model = super().from_data(data, **params)
         model.counts.copy_(torch.from_numpy(data.train_item_counts().astype(np.float32)))
         return model
 

@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from mmsr_model.baselines.padded import PaddedBatch, PaddedSequenceModel, seeded_init
-from mmsr_model.data import SequenceData
+from mmsr_model.config import SASRecConfig
 
 
 class _SelfAttention(nn.Module):
@@ -76,47 +76,22 @@ class SASRec(PaddedSequenceModel):
     name = "sasrec"
     default_train_overrides: ClassVar[dict[str, Any]] = {"lr": 0.001, "batch_size": 256}
 
-    def __init__(
-        self,
-        n_items: int,
-        max_len: int = 50,
-        hidden_size: int = 64,
-        num_layers: int = 2,
-        num_heads: int = 2,
-        inner_size: int = 256,
-        dropout: float = 0.5,
-        attn_dropout: float = 0.5,
-        layer_norm_eps: float = 1e-12,
-        initializer_range: float = 0.02,
-        seed: int | None = None,
-    ) -> None:
-        super().__init__(n_items, max_len, hidden_size)
-        self.init_kwargs = {
-            "n_items": n_items,
-            "max_len": max_len,
-            "hidden_size": hidden_size,
-            "num_layers": num_layers,
-            "num_heads": num_heads,
-            "inner_size": inner_size,
-            "dropout": dropout,
-            "attn_dropout": attn_dropout,
-            "layer_norm_eps": layer_norm_eps,
-            "initializer_range": initializer_range,
-            "seed": seed,
-        }
-        self.position_embedding = nn.Embedding(max_len, hidden_size)
-        self.norm = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
-        self.dropout = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(
-            _Block(hidden_size, num_heads, inner_size, dropout, attn_dropout, layer_norm_eps)
-            for _ in range(num_layers)
-        )
-        with seeded_init(seed):
-            self.apply(lambda m: _init_weights(m, initializer_range))
+    config_class = SASRecConfig
+    config: SASRecConfig
 
-    @classmethod
-    def from_data(cls, data: SequenceData, **params: Any) -> SASRec:
-        return cls(n_items=data.n_items, **params)
+    def __init__(self, n_items: int, config: SASRecConfig | None = None) -> None:
+        config = SASRecConfig() if config is None else config
+        super().__init__(n_items, config, config.hidden_size)
+        hidden_size, eps = config.hidden_size, config.layer_norm_eps
+        self.position_embedding = nn.Embedding(config.max_len, hidden_size)
+        self.norm = nn.LayerNorm(hidden_size, eps=eps)
+        self.dropout = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(
+            _Block(hidden_size, config.num_heads, config.inner_size, config.dropout, config.attn_dropout, eps)
+            for _ in range(config.num_layers)
+        )
+        with seeded_init(config.seed):
+            self.apply(lambda m: _init_weights(m, config.initializer_range))
 
     def encode(self, batch: PaddedBatch) -> torch.Tensor:
         """States of every position, ``[B, L, d]``; position t only sees positions <= t."""

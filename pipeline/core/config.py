@@ -15,13 +15,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import ConfigDict, Field
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
+
+from mmsr_model.config import MMSRArchitecture
 
 ImageBackend = Literal["open_clip", "timm"]
 #: metric names as mmsr_model reports them: hr_at_10, mrr_at_5, ndcg_at_20 ...
@@ -31,13 +33,16 @@ SplitKind = Literal["loo", "ratio"]
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("mmsr_config_file", default=None)
 
 
-class ModelSettings(BaseModel):
-    """Hyper-parameters handed to ``mmsr_model`` (defaults: the public Beauty run)."""
+class ModelSettings(MMSRArchitecture):
+    """MMSR's hyper-parameters and how the train stage trains every model.
 
-    hidden_size: int = Field(128, ge=1, description="node / item embedding size d")
-    num_layers: int = Field(1, ge=1, description="HAN-GNN layers")
-    dropout: float = Field(0.4, ge=0, lt=1, description="node dropout on each HAN-GNN layer's output")
-    attn_dropout: float = Field(0.2, ge=0, lt=1, description="attention dropout")
+    The architecture fields (hidden_size, num_layers, dropout, modalities, ...) are
+    declared once, with their defaults (the public Beauty run) and bounds, in
+    :class:`mmsr_model.config.MMSRArchitecture`; the seed is ``Settings.seed``.
+    """
+
+    model_config = ConfigDict(frozen=False, extra="ignore")
+
     lr: float = Field(0.002, gt=0, description="Adam learning rate")
     weight_decay: float = Field(0.0, ge=0, description="Adam weight decay")
     batch_size: int = Field(128, ge=1, description="training samples per step")
@@ -53,29 +58,6 @@ class ModelSettings(BaseModel):
         description="after early stopping, retrain on train + valid targets for the best epoch count: "
         "the served model also learns each user's latest interaction (costs that many more epochs; "
         "Beauty ratio HR@5 6.35% -> 7.45%)",
-    )
-    max_len: int = Field(50, ge=1, description="history items the model sees")
-    update: Literal["async", "sync"] = Field("async", description="asynchronous gate or synchronous update")
-    fusion: Literal["non_invasive", "invasive"] = Field("non_invasive", description="phase-2 values")
-    modality_nodes: Literal["codes", "raw"] = Field("codes", description="code nodes or one node per feature")
-    modalities: list[Literal["text", "image"]] = Field(
-        default_factory=lambda: ["text", "image"], description="modalities in the graph; [] = ID-only"
-    )
-    gate: Literal["soft", "hard"] = Field("soft", description="update-gate kind")
-    readout: Literal["last", "mean"] = Field("last", description="sequence readout")
-    readout_dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the state that is scored")
-    norm: Literal["layer", "none"] = Field(
-        "none", description="layer norm on each HAN-GNN layer's output; off: higher validation NDCG on Beauty"
-    )
-    residual: bool = Field(
-        False, description="each HAN-GNN phase adds its message to the node's state; off: public code's layer"
-    )
-    homogeneous_values: Literal["states", "projected"] = Field(
-        "projected",
-        description="homogeneous attention aggregates W_V of the neighbours (public code's) or their states",
-    )
-    score_scale: float | None = Field(
-        None, gt=0, description="None: dot-product scores; a number: cosine scores times this scale"
     )
     eval_metric: str = Field(
         "ndcg_at_10", pattern=METRIC_PATTERN, description="validation metric for early stopping"

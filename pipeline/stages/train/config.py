@@ -6,8 +6,7 @@ exact production configuration without importing MLflow.
 
 from __future__ import annotations
 
-import inspect
-
+from mmsr_model.config import MMSRArchitecture
 from mmsr_model.registry import model_class
 from mmsr_model.training import TrainConfig, config_for
 from pipeline.core.config import Settings
@@ -15,20 +14,15 @@ from pipeline.core.config import Settings
 EVAL_KS = (5, 10, 20)
 
 
-def constructor_params(model: str) -> frozenset[str]:
-    """The keyword arguments the model class's constructor accepts."""
-    return frozenset(inspect.signature(model_class(model).__init__).parameters)
-
-
 def train_config(settings: Settings, model: str = "mmsr") -> TrainConfig:
     """The ``TrainConfig`` for MMSR, or for a baseline with its class's standard overrides.
 
     Baselines keep their own architecture defaults; they share only the history
-    length and the seed with MMSR (whichever their constructor accepts).
+    length and the seed with MMSR (whichever their config has).
     """
     m = settings.model
-    # MMSR's architecture parameters: the settings fields its constructor takes (the rest drive training)
-    architecture = constructor_params("mmsr") & type(m).model_fields.keys()
+    # MMSR's architecture parameters: the settings fields MMSRArchitecture declares (the rest drive training)
+    architecture = MMSRArchitecture.model_fields.keys()
     config = TrainConfig(
         model="mmsr",
         model_params={name: getattr(m, name) for name in sorted(architecture)} | {"seed": settings.seed},
@@ -46,7 +40,7 @@ def train_config(settings: Settings, model: str = "mmsr") -> TrainConfig:
     )
     if model == "mmsr":
         return config
-    accepted = constructor_params(model)
+    accepted = model_class(model).config_class.model_fields
     shared = {
         key: value for key, value in (("max_len", m.max_len), ("seed", settings.seed)) if key in accepted
     }

@@ -1,0 +1,103 @@
+"""Training samples and the order and batches an epoch visits them in.
+
+Samples are the 'train' split's (user, position) pairs, which already hold every
+prefix of the train part (prefix augmentation). Each epoch shuffles them with the
+trainee's seeded generator; models that pad to the longest history in a batch also
+get batches of similar length (:func:`length_bucketed`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmsr_model.base import SequentialRecommender
+from mmsr_model.data import SequenceData, TargetSet
+
+
+def train_samples(data: SequenceData, max_samples: int | None = None, seed: int = 0) -> TargetSet:
+    """The 'train' split's samples; with ``max_samples`` a seeded subsample of them (smoke runs)."""
+    if "train" not in data.splits or len(data.splits["train"]) == 0:
+        raise ValueError("training needs a non-empty 'train' split")
+    samples = data.splits["train"]
+    if max_samples is not None and max_samples < len(samples):
+        keep = np.sort(np.random.default_rng(seed).choice(len(samples), max_samples, replace=False))
+        samples = TargetSet(samples.users[keep], samples.positions[keep])
+    return samples
+
+
+def epoch_order(
+    model: SequentialRecommender,
+    samples: TargetSet,
+    batch_size: int,
+    shuffler: np.random.Generator,
+    bucket_by_length: bool | None = None,
+) -> np.ndarray:
+    """The sample order of one epoch: a shuffle, regrouped by length when the model pads
+    (``bucket_by_length`` None: the model's ``batches_by_length``)."""
+    order = shuffler.permutation(len(samples))
+    if model.batches_by_length if bucket_by_length is None else bucket_by_length:
+        lengths = np.minimum(samples.positions, model.max_len)
+        order = length_bucketed(order, lengths, batch_size, shuffler)
+    return order
+
+
+def length_bucketed(
+    order: np.ndarray, lengths: np.ndarray, batch_size: int, rng: np.random.Generator, pool_batches: int = 64
+) -> np.ndarray:
+    """``order`` regrouped so each batch holds histories of similar length, batches in random order.
+
+    Padded models pay for the longest history in a batch; with random batches that is
+    almost always ``max_len`` although the median Beauty prefix has 4 items. Sorting
+    within pools of ``pool_batches`` random batches (not globally) keeps every batch a
+    random draw among similar lengths, and the batches are then shuffled as a whole.
+    """
+    pool = batch_size * pool_batches
+    regrouped = np.concatenate(
+        [
+            chunk[np.argsort(lengths[chunk], kind="stable")]
+            for chunk in np.split(order, range(pool, len(order), pool))
+        ]
+    )
+    batches = np.split(regrouped, range(batch_size, len(regrouped), batch_size))
+    return np.concatenate([batches[i] for i in rng.permutation(len(batches))])
+
+
+def build_batch(
+    model: SequentialRecommender, data: SequenceData, samples: TargetSet, idx: np.ndarray
+) -> tuple[Any, torch.Tensor]:
+    """The CPU batch of ``samples[idx]`` and its target items."""
+    sub = TargetSet(samples.users[idx], samples.positions[idx])
+    return model.prepare_samples(data, sub), torch.from_numpy(data.target_items(sub))
+
+
+def batches(
+    model: SequentialRecommender,
+    data: SequenceData,
+    samples: TargetSet,
+    order: np.ndarray,
+    batch_size: int,
+    prefetch: bool,
+) -> Iterator[tuple[Any, torch.Tensor]]:
+    """CPU batches in ``order``; with ``prefetch`` the next one is built while the caller steps."""
+
+    def build(start: int) -> tuple[Any, torch.Tensor]:
+        return build_batch(model, data, samples, order[start : start + batch_size])
+
+    starts = range(0, len(order), batch_size)
+    if not prefetch:
+        yield from map(build, starts)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare") as pool:
+        pending = None
+        for start in starts:
+            upcoming = pool.submit(build, start)
+            if pending is not None:
+                yield pending.result()
+            pending = upcoming
+        if pending is not None:
+            yield pending.result()

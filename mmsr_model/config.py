@@ -1,0 +1,114 @@
+"""Every model's hyper-parameters, each declared once: its type, default, bounds and what it does.
+
+A model is built from ``n_items``, one frozen, validated config and (MMSR only) its
+data arrays; ``init_kwargs`` (what persistence, checkpoints and the MLflow pyfunc
+save) is derived from the config, and the pipeline's ``ModelSettings`` takes its
+MMSR fields from :class:`MMSRArchitecture`. Pydantic only (no torch), so that
+loading the settings stays cheap.
+
+"The authors' implementation" below is the public code released with the MMSR paper
+(Hu et al., CIKM 2023, where the model is called VLGraph); our defaults follow its
+Beauty run where the paper does not say.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ModelConfig(BaseModel):
+    """Hyper-parameters shared by every model; frozen, and unknown names are refused."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_len: int = Field(50, ge=1, description="history items the model sees (the most recent ones)")
+
+    @classmethod
+    def from_params(cls, **params: Any) -> Self:
+        """The config of ``params``; an unknown name is a ``TypeError``, as for a function's keyword
+        (a training setting handed to a model is a caller's mistake), a bad value a ``ValidationError``."""
+        if unknown := sorted(set(params) - set(cls.model_fields)):
+            raise TypeError(f"{cls.__name__} got unexpected parameters {unknown}")
+        return cls(**params)
+
+
+class MMSRArchitecture(ModelConfig):
+    """MMSR's hyper-parameters except the seed (the pipeline settings take theirs from these)."""
+
+    hidden_size: int = Field(128, ge=1, description="node / item embedding size d")
+    num_layers: int = Field(1, ge=1, description="HAN-GNN layers")
+    dropout: float = Field(0.4, ge=0, lt=1, description="node dropout on each HAN-GNN layer's output")
+    attn_dropout: float = Field(0.2, ge=0, lt=1, description="attention dropout")
+    update: Literal["async", "sync"] = Field("async", description="asynchronous gate or synchronous update")
+    fusion: Literal["non_invasive", "invasive"] = Field(
+        "non_invasive",
+        description="phase-2 values: the layer input's (non-invasive) or the intermediate states' (invasive)",
+    )
+    modality_nodes: Literal["codes", "raw"] = Field("codes", description="code nodes or one node per feature")
+    modalities: list[Literal["text", "image"]] = Field(
+        default_factory=lambda: ["text", "image"], description="modalities in the graph; [] = ID-only"
+    )
+    gate: Literal["soft", "hard"] = Field("soft", description="update-gate kind")
+    readout: Literal["last", "mean"] = Field("last", description="sequence readout")
+    readout_dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the state that is scored")
+    norm: Literal["layer", "none"] = Field(
+        "none", description="layer norm on each HAN-GNN layer's output; off: higher validation NDCG on Beauty"
+    )
+    residual: bool = Field(
+        False,
+        description="each HAN-GNN phase adds its message to the node's state; off: the message alone, "
+        "as in the authors' implementation",
+    )
+    homogeneous_values: Literal["states", "projected"] = Field(
+        "projected",
+        description="homogeneous attention aggregates W_V of the neighbours (as the authors' implementation "
+        "does) or their states",
+    )
+    score_scale: float | None = Field(
+        None, gt=0, description="None: dot-product scores; a number: cosine scores times this scale"
+    )
+    modality_drop_p: float = Field(
+        0.0, ge=0, le=1, description="while training, each item loses each modality's links with this chance"
+    )
+
+
+class MMSRConfig(MMSRArchitecture):
+    """Everything that defines an MMSR network besides the data it is sized for."""
+
+    seed: int = Field(
+        2023, description="seeds the initial weights, the centre projections and training's modality drops"
+    )
+
+
+class BaselineConfig(ModelConfig):
+    """Hyper-parameters shared by the trainable ID-sequence baselines."""
+
+    seed: int | None = Field(None, description="seeds the initial weights; None: the global torch RNG")
+
+
+class SASRecConfig(BaselineConfig):
+    """SASRec as RecBole 1.2.1 configures it by default."""
+
+    hidden_size: int = Field(64, ge=1, description="embedding and transformer width")
+    num_layers: int = Field(2, ge=1, description="transformer blocks")
+    num_heads: int = Field(2, ge=1, description="attention heads (must divide hidden_size)")
+    inner_size: int = Field(256, ge=1, description="feed-forward width")
+    dropout: float = Field(0.5, ge=0, lt=1, description="dropout on hidden states")
+    attn_dropout: float = Field(0.5, ge=0, lt=1, description="dropout on attention weights")
+    layer_norm_eps: float = Field(1e-12, gt=0, description="LayerNorm epsilon")
+    initializer_range: float = Field(0.02, gt=0, description="std of the normal weight initialisation")
+
+
+class GRU4RecConfig(BaselineConfig):
+    """GRU4Rec as RecBole 1.2.1 builds it."""
+
+    embedding_size: int = Field(64, ge=1, description="item embedding size")
+    hidden_size: int = Field(128, ge=1, description="GRU state size")
+    num_layers: int = Field(1, ge=1, description="GRU layers")
+    dropout: float = Field(0.3, ge=0, lt=1, description="dropout on the item embeddings")
+
+
+class PopularityConfig(ModelConfig):
+    """Popularity has nothing to tune; ``max_len`` only keeps the contract uniform."""
