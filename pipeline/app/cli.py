@@ -24,6 +24,7 @@ log = logging.getLogger("mmsr")
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML settings file (also $MMSR_CONFIG).")]
 DatasetOpt = Annotated[str, typer.Option("--dataset", help="Dataset name under MMSR_HOME/warehouse.")]
+RunDateOpt = Annotated[str | None, typer.Option(help="Partition date YYYY-MM-DD (default: today, UTC).")]
 
 
 def _settings(config: Path | None) -> Settings:
@@ -135,9 +136,7 @@ def train(
 @app.command()
 def recommend(
     dataset: DatasetOpt,
-    run_date: Annotated[
-        str | None, typer.Option(help="Partition date YYYY-MM-DD (default: today, UTC).")
-    ] = None,
+    run_date: RunDateOpt = None,
     k: Annotated[int | None, typer.Option(help="Recommendations per user.")] = None,
     publish: Annotated[bool, typer.Option(help="Then rebuild MMSR_HOME/analytics.duckdb.")] = True,
     config: ConfigOpt = None,
@@ -182,9 +181,7 @@ def show(
 @app.command()
 def nightly(
     dataset: DatasetOpt,
-    run_date: Annotated[
-        str | None, typer.Option(help="Partition date YYYY-MM-DD (default: today, UTC).")
-    ] = None,
+    run_date: RunDateOpt = None,
     config: ConfigOpt = None,
 ) -> None:
     """Run every stage for one configured dataset without Airflow."""

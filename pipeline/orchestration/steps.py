@@ -51,24 +51,22 @@ def _args(**values: Any) -> Mapping[str, Any]:
     return MappingProxyType(values)
 
 
+def _embed_step(modality: str) -> Step:
+    """Each modality is embedded by its own step, so text and image run side by side."""
+    return Step(
+        f"embed_{modality}",
+        "embed",
+        ("extract",),
+        _args(modality=modality),
+        shardable=True,
+        timeout=timedelta(hours=4),
+    )
+
+
 NIGHTLY_STEPS: tuple[Step, ...] = (
     Step("extract", "extract", timeout=timedelta(hours=1)),
-    Step(
-        "embed_text",
-        "embed",
-        ("extract",),
-        _args(modality="text"),
-        shardable=True,
-        timeout=timedelta(hours=4),
-    ),
-    Step(
-        "embed_image",
-        "embed",
-        ("extract",),
-        _args(modality="image"),
-        shardable=True,
-        timeout=timedelta(hours=4),
-    ),
+    _embed_step("text"),
+    _embed_step("image"),
     Step("codes", "codes", ("embed_text", "embed_image"), timeout=timedelta(hours=1)),
     # promotion is its own step so a failed gate can be rerun without retraining
     Step("train", "train", ("codes",), _args(promote=False), timeout=timedelta(hours=8)),
