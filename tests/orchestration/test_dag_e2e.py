@@ -28,7 +28,7 @@ import pytest
 
 from pipeline.app.demo_data import write_demo_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DAY, NEXT_DAY = "2024-05-01", "2024-05-02"
 TASKS = {
     "extract",

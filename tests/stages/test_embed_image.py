@@ -189,7 +189,17 @@ def test_open_clip_code_path_with_test_only_random_init(mmsr_home: Path, tmp_pat
         ({**EFFNET, "image_checkpoint": "/no/such/weights.pth"}, "file not found"),
     ],
 )
-def test_encoder_errors_name_the_setting(overrides: dict, message: str) -> None:
+def test_encoder_errors_name_the_setting(
+    overrides: dict, message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import open_clip.factory
+
+    def hub_unreachable(*args: object, **kwargs: object) -> str:
+        raise OSError("the model hub is unreachable from tests")
+
+    # what a machine without the hub sees, without trying the network
+    for name in ("download_pretrained", "download_pretrained_from_hf"):
+        monkeypatch.setattr(open_clip.factory, name, hub_unreachable)
     with pytest.raises(PipelineError, match=message):
         build_image_encoder(Settings(**overrides), torch.device("cpu"))
 
