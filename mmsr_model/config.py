@@ -17,6 +17,29 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
+#: metric names as the evaluation reports them: hr_at_10, mrr_at_5, ndcg_at_20 ...
+METRIC_PATTERN = r"^(hr|mrr|ndcg)_at_([1-9][0-9]*)$"
+
+
+class TrainingConfig(BaseModel):
+    """How every model is trained: Adam, full-softmax batches and early stopping on validation.
+
+    ``training.TrainConfig`` takes its defaults from here, and the pipeline's
+    ``ModelSettings`` inherits these fields, so each is declared once.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    lr: float = Field(0.002, gt=0, description="Adam learning rate")
+    weight_decay: float = Field(0.0, ge=0, description="Adam weight decay")
+    batch_size: int = Field(128, ge=1, description="training samples per step")
+    max_epochs: int = Field(100, ge=1, description="upper bound on training epochs")
+    patience: int = Field(8, ge=1, description="epochs without validation gain before stopping")
+    eval_metric: str = Field(
+        "ndcg_at_10", pattern=METRIC_PATTERN, description="validation metric for early stopping"
+    )
+    device: str = Field("auto", description="'auto' (CUDA when present), 'cpu' or 'cuda[:N]'")
+
 
 class ModelConfig(BaseModel):
     """Hyper-parameters shared by every model; frozen, and unknown names are refused."""

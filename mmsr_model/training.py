@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from mmsr_model.base import SequentialRecommender
 from mmsr_model.batching import train_samples
 from mmsr_model.checkpoint import LoopState, Trainee, checkpoint_path, load_checkpoint, save_checkpoint
+from mmsr_model.config import TrainingConfig
 from mmsr_model.data import SequenceData, TargetSet
 from mmsr_model.device import resolve_device
 from mmsr_model.early_stopping import EarlyStopping, fresh_state
@@ -37,6 +38,9 @@ from mmsr_model.seeding import seed_everything
 
 log = logging.getLogger(__name__)
 
+#: the training defaults, declared (with bounds and meaning) in :class:`mmsr_model.config.TrainingConfig`
+_DEFAULTS = TrainingConfig()
+
 
 @dataclass
 class TrainConfig:
@@ -44,15 +48,15 @@ class TrainConfig:
 
     model: str = "mmsr"
     model_params: dict[str, Any] = field(default_factory=dict)
-    lr: float = 0.002
-    weight_decay: float = 0.0
-    batch_size: int = 128
-    max_epochs: int = 100
-    patience: int = 8
-    eval_metric: str = "ndcg_at_10"
+    lr: float = _DEFAULTS.lr
+    weight_decay: float = _DEFAULTS.weight_decay
+    batch_size: int = _DEFAULTS.batch_size
+    max_epochs: int = _DEFAULTS.max_epochs
+    patience: int = _DEFAULTS.patience
+    eval_metric: str = _DEFAULTS.eval_metric
     eval_ks: tuple[int, ...] = (5, 10, 20)
     seed: int = 2023
-    device: str = "auto"  # autocast (bf16, else fp16 + GradScaler) on CUDA; CPU stays float32
+    device: str = _DEFAULTS.device  # autocast (bf16, else fp16 + GradScaler) on CUDA; CPU stays float32
     max_train_samples: int | None = None  # seeded subsample of the train samples (smoke runs)
     prefetch: bool = True  # build the next batch in a background thread during the step
     time_budget_s: float | None = None  # stop after the epoch that passes this much training time

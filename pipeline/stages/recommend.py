@@ -3,9 +3,6 @@
 The partition is written to a staging folder outside ``recommendations/`` and
 moved into place only when complete, so analysts' globs never see a half-written
 day and a rerun replaces that date only.
-
-Fault injection (tests only): ``MMSR_TEST_KILL_AFTER_BLOCKS=N`` SIGKILLs the
-process right after the N-th block of users is written to the staging file.
 """
 
 from __future__ import annotations

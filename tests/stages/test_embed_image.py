@@ -160,7 +160,9 @@ def test_efficientnet_lite0_weights_are_real_and_complete() -> None:
     assert "daisy" in [ImageNetInfo().index_to_description(i) for i in top5]
 
 
-def test_open_clip_code_path_with_test_only_random_init(mmsr_home: Path, tmp_path: Path) -> None:
+def test_open_clip_code_path_with_a_local_checkpoint(mmsr_home: Path, tmp_path: Path) -> None:
+    import open_clip
+
     refs = make_images(tmp_path / "img")
     rows = [item(name, name, refs[name]) for name in ("ok_jpg", "ok_cmyk", "zero")]
     items = pa.Table.from_pylist(rows)
@@ -168,10 +170,14 @@ def test_open_clip_code_path_with_test_only_random_init(mmsr_home: Path, tmp_pat
         image_backend="open_clip", image_arch="ViT-S-32", image_pretrained=None, embed_workers=0
     )
     with pytest.raises(PipelineError, match="MMSR_IMAGE_CHECKPOINT"):
-        build_image_encoder(settings, torch.device("cpu"))  # never random weights outside tests
-    out = mmsr_home / "image.parquet"
-    report = embed_images(settings, items, out, random_init_for_tests=True)
-    assert report.encoder_id == "open_clip:ViT-S-32:random-init"
+        build_image_encoder(settings, torch.device("cpu"))  # never random weights
+    # a checkpoint file of our own (random weights) stands in for real ones
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "vit-s-32.pt"
+    torch.save(open_clip.create_model("ViT-S-32", pretrained=None).state_dict(), checkpoint)
+    settings = settings.model_copy(update={"image_checkpoint": checkpoint})
+    report = embed_images(settings, items, mmsr_home / "image.parquet")
+    assert report.encoder_id.startswith("open_clip:ViT-S-32:vit-s-32.pt:")
     assert report.embedded == 2 and report.missing == {"empty_file": 1}
 
 

@@ -3,8 +3,8 @@
 Weights must come from somewhere real: a pretrained tag (open_clip, needs the hub
 once, cached under MMSR_HOME/cache/open_clip) or a local checkpoint file. When they
 cannot be had, loading fails with a PipelineError naming the settings to change;
-nothing silently falls back to random weights. Random initialisation exists only
-behind ``random_init_for_tests`` so tests can exercise the real code paths.
+nothing silently falls back to random weights. (Tests run the real code paths on a
+small randomly initialised checkpoint file of their own.)
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def _checkpoint(settings: Settings) -> Path:
     return path
 
 
-def image_encoder_id(settings: Settings, *, random_init_for_tests: bool = False) -> str:
+def image_encoder_id(settings: Settings) -> str:
     """The encoder id from settings alone, so a fully reused rerun never loads a model."""
     if settings.image_checkpoint is not None and str(settings.image_checkpoint) == PACKAGED_EFFNET:
         weights = PACKAGED_EFFNET
@@ -74,8 +74,6 @@ def image_encoder_id(settings: Settings, *, random_init_for_tests: bool = False)
         weights = _file_tag(_checkpoint(settings))
     elif settings.image_backend == "open_clip" and settings.image_pretrained:
         weights = settings.image_pretrained
-    elif random_init_for_tests:
-        weights = "random-init"
     else:
         raise PipelineError(
             f"MMSR_IMAGE_BACKEND={settings.image_backend} has no weights configured: {OFFLINE_HINT}"
@@ -83,19 +81,14 @@ def image_encoder_id(settings: Settings, *, random_init_for_tests: bool = False)
     return f"{settings.image_backend}:{settings.image_arch}:{weights}"
 
 
-def build_image_encoder(
-    settings: Settings, device: torch.device, *, random_init_for_tests: bool = False
-) -> ImageEncoder:
-    if settings.image_backend == "open_clip":
-        encoder = _open_clip(settings, random_init_for_tests)
-    else:
-        encoder = _timm(settings, random_init_for_tests)
+def build_image_encoder(settings: Settings, device: torch.device) -> ImageEncoder:
+    encoder = _open_clip(settings) if settings.image_backend == "open_clip" else _timm(settings)
     encoder.model.to(device).eval()
     log.info("image encoder %s on %s (dim %d)", encoder.encoder_id, device, encoder.dim)
     return encoder
 
 
-def _open_clip(settings: Settings, random_init: bool) -> ImageEncoder:
+def _open_clip(settings: Settings) -> ImageEncoder:
     import open_clip
 
     arch = settings.image_arch
@@ -103,19 +96,17 @@ def _open_clip(settings: Settings, random_init: bool) -> ImageEncoder:
         raise PipelineError(
             f"MMSR_IMAGE_ARCH={arch!r} is not an open_clip architecture (see open_clip.list_models())"
         )
-    encoder_id = image_encoder_id(settings, random_init_for_tests=random_init)
+    encoder_id = image_encoder_id(settings)
     if settings.image_checkpoint is not None:
-        pretrained: str | None = str(_checkpoint(settings))
-    elif settings.image_pretrained:
+        pretrained = str(_checkpoint(settings))
+    else:  # image_encoder_id has checked that a pretrained tag is set
+        pretrained = str(settings.image_pretrained)
         tags = open_clip.list_pretrained_tags_by_model(arch)
-        if settings.image_pretrained not in tags:
+        if pretrained not in tags:
             raise PipelineError(
-                f"MMSR_IMAGE_PRETRAINED={settings.image_pretrained!r} is not a pretrained tag of {arch} "
+                f"MMSR_IMAGE_PRETRAINED={pretrained!r} is not a pretrained tag of {arch} "
                 f"(known: {', '.join(tags) or 'none'})"
             )
-        pretrained = settings.image_pretrained
-    else:
-        pretrained = None  # image_encoder_id allowed this only for tests
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(
             arch, pretrained=pretrained, cache_dir=str(settings.cache_dir / "open_clip")
@@ -150,12 +141,12 @@ def _timm_state(path: Path, model: nn.Module, arch: str) -> dict[str, torch.Tens
     return state
 
 
-def _timm(settings: Settings, random_init: bool) -> ImageEncoder:
+def _timm(settings: Settings) -> ImageEncoder:
     import timm
     from timm.data import create_transform, resolve_data_config
 
     arch = settings.image_arch
-    encoder_id = image_encoder_id(settings, random_init_for_tests=random_init)
+    encoder_id = image_encoder_id(settings)
     packaged = settings.image_checkpoint is not None and str(settings.image_checkpoint) == PACKAGED_EFFNET
     if packaged and arch not in EFFNET_ARCHS:
         raise PipelineError(

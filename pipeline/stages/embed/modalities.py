@@ -133,13 +133,9 @@ def encode_image_files(
     return vectors, missing
 
 
-def embed_images(
-    settings: Settings, items: pa.Table, out: Path, *, random_init_for_tests: bool = False
-) -> ModalityReport:
+def embed_images(settings: Settings, items: pa.Table, out: Path) -> ModalityReport:
     started = time.perf_counter()
-    report = ModalityReport(
-        encoder_id=image_encoder_id(settings, random_init_for_tests=random_init_for_tests), path=str(out)
-    )
+    report = ModalityReport(encoder_id=image_encoder_id(settings), path=str(out))
     sources = [parse_ref(ref) for ref in items["image_ref"].to_pylist()]
     hashes = hash_sources(sources)
     previous = Previous.load(out)
@@ -152,7 +148,7 @@ def embed_images(
     if readable:
         device = pick_device()
         report.device = str(device)
-        encoder = build_image_encoder(settings, device, random_init_for_tests=random_init_for_tests)
+        encoder = build_image_encoder(settings, device)
         encoded, reasons = encode_image_files(encoder, [resolved[i].path for i in readable], settings, device)
         vectors = np.full((len(todo), encoder.dim), np.nan, dtype=np.float32)
         vectors[readable] = encoded
