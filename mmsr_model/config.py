@@ -92,6 +92,14 @@ class MMSRArchitecture(ModelConfig):
     score_scale: float | None = Field(
         None, gt=0, description="None: dot-product scores; a number: cosine scores times this scale"
     )
+    item_content: Literal["none", "add"] = Field(
+        "none",
+        description="item vectors (graph inputs and the scoring table): the ID embedding alone, or plus a "
+        "learned projection of each modality's content vector, so items seldom trained on score by content",
+    )
+    content_norm: Literal["l2", "whiten"] = Field(
+        "l2", description="content vectors are centred, then L2-normalised or PCA-whitened, before projection"
+    )
     modality_drop_p: float = Field(
         0.0, ge=0, le=1, description="while training, each item loses each modality's links with this chance"
     )
