@@ -38,6 +38,11 @@ class TrainingConfig(BaseModel):
     eval_metric: str = Field(
         "ndcg_at_10", pattern=METRIC_PATTERN, description="validation metric for early stopping"
     )
+    loss: Literal["full_softmax", "sampled_softmax"] = Field(
+        "full_softmax", description="cross-entropy over every item, or over uniformly sampled negatives"
+    )
+    negatives: int = Field(256, ge=1, description="negatives per batch for sampled_softmax")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the cross-entropy")
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu' or 'cuda[:N]'")
 
 

@@ -22,6 +22,7 @@ from mmsr_model.base import SequentialRecommender
 from mmsr_model.batching import batches, epoch_order
 from mmsr_model.checkpoint import Trainee
 from mmsr_model.data import SequenceData, TargetSet
+from mmsr_model.objectives import FULL_SOFTMAX, Objective
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,12 @@ def mixed_precision(device: torch.device) -> tuple[Autocast, torch.amp.GradScale
 
 
 def train_step(
-    trainee: Trainee, batch: Any, targets: torch.Tensor, device: torch.device, autocast: Autocast
+    trainee: Trainee,
+    batch: Any,
+    targets: torch.Tensor,
+    device: torch.device,
+    autocast: Autocast,
+    objective: Objective = FULL_SOFTMAX,
 ) -> float:
     """One optimisation step on a CPU batch from ``model.prepare_samples``; the batch's loss.
 
@@ -60,7 +66,9 @@ def train_step(
     """
     model, optimizer, scaler = trainee.model, trainee.optimizer, trainee.scaler
     with autocast():
-        loss = model.calculate_loss(model.batch_to(batch, device), targets.to(device, non_blocking=True))
+        loss = objective.loss(
+            model, model.batch_to(batch, device), targets.to(device, non_blocking=True), trainee.shuffler
+        )
     if not torch.isfinite(loss):
         raise FloatingPointError(f"{model.name}: loss is {loss.item()}")
     optimizer.zero_grad(set_to_none=True)
@@ -80,6 +88,7 @@ def fit_epoch(
     batch_size: int,
     bucket_by_length: bool | None = None,
     prefetch: bool = True,
+    objective: Objective = FULL_SOFTMAX,
 ) -> float:
     """One optimisation pass over ``samples`` in the shuffler's order; the mean loss."""
     model = trainee.model
@@ -95,7 +104,7 @@ def fit_epoch(
     loss_sum, steps = 0.0, 0
     for batch, targets in steps_bar:
         try:
-            loss_sum += train_step(trainee, batch, targets, device, autocast)
+            loss_sum += train_step(trainee, batch, targets, device, autocast, objective)
         except FloatingPointError as error:
             raise FloatingPointError(f"{error} at epoch {epoch}, step {steps + 1}") from None
         steps += 1

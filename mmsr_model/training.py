@@ -33,6 +33,7 @@ from mmsr_model.early_stopping import EarlyStopping, fresh_state
 from mmsr_model.evaluation import evaluate
 from mmsr_model.fitting import Autocast, fit_epoch, make_trainee
 from mmsr_model.metrics import metric_names
+from mmsr_model.objectives import LossKind, Objective
 from mmsr_model.registry import build_model, model_class
 from mmsr_model.seeding import seed_everything
 
@@ -56,6 +57,9 @@ class TrainConfig:
     eval_metric: str = _DEFAULTS.eval_metric
     eval_ks: tuple[int, ...] = (5, 10, 20)
     seed: int = 2023
+    loss: LossKind = _DEFAULTS.loss
+    negatives: int = _DEFAULTS.negatives
+    label_smoothing: float = _DEFAULTS.label_smoothing
     device: str = _DEFAULTS.device  # autocast (bf16, else fp16 + GradScaler) on CUDA; CPU stays float32
     max_train_samples: int | None = None  # seeded subsample of the train samples (smoke runs)
     prefetch: bool = True  # build the next batch in a background thread during the step
@@ -235,6 +239,7 @@ def _fit_epoch(
         config.batch_size,
         config.bucket_by_length,
         config.prefetch,
+        Objective(config.loss, config.negatives, config.label_smoothing),
     )
 
 
