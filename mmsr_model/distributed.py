@@ -11,7 +11,10 @@ process group every function here is the single-process identity.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import numpy as np
@@ -79,6 +82,27 @@ def reduce_gradients(parameters: Iterable[torch.nn.Parameter], share: float) -> 
             param.grad = torch.zeros_like(param)
         param.grad.mul_(share)
         dist.all_reduce(param.grad)
+
+
+@contextmanager
+def process_group_from_environment(device: str, timeout: timedelta = timedelta(hours=2)) -> Iterator[bool]:
+    """Join the process group ``torchrun`` describes in the environment (``WORLD_SIZE`` > 1).
+
+    NCCL when ``device`` resolves to CUDA (each rank on GPU ``LOCAL_RANK``), else gloo.
+    The long timeout covers rank 0's work between collective calls (test metrics,
+    logging). Yields whether this process is part of a data-parallel group.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        yield False
+        return
+    cuda = device != "cpu" and torch.cuda.is_available()
+    if cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=timeout)
+    try:
+        yield True
+    finally:
+        dist.destroy_process_group()
 
 
 def describe() -> dict[str, Any]:

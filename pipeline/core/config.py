@@ -125,6 +125,13 @@ class Settings(BaseSettings):
         0.0, ge=0, description="how much the challenger must beat the champion by"
     )
 
+    train_processes: int = Field(
+        1,
+        ge=1,
+        description="data-parallel processes of the train stage on this node (torchrun; one per GPU); "
+        "1 = a single process",
+    )
+
     # recommend
     recommend_k: int = Field(20, ge=1, description="recommendations per user")
     recommend_batch_users: int = Field(4096, description="users scored per matrix block")
