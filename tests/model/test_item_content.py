@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from seqdata import loo_splits
+from seqdata import fit_plainly, loo_splits
 
-from mmsr_model.data import SequenceData, TargetSet
+from mmsr_model.data import SequenceData
 from mmsr_model.mmsr import MMSR, content_vectors
 from mmsr_model.persistence import load_model, save_model
 
@@ -37,22 +37,8 @@ def twin_data(seed: int = 0) -> SequenceData:
 
 
 def train_briefly(model: MMSR, data: SequenceData, epochs: int = 10) -> MMSR:
-    torch.manual_seed(0)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    train = data.splits["train"]
-    order = np.random.default_rng(0).permutation(len(train))
-    model.train()
-    for _ in range(epochs):
-        for start in range(0, len(order), 64):
-            idx = order[start : start + 64]
-            targets = TargetSet(train.users[idx], train.positions[idx])
-            loss = model.calculate_loss(
-                model.prepare_samples(data, targets), torch.from_numpy(data.target_items(targets))
-            )
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    return model.eval()
+    fit_plainly(model, data, epochs, batch_size=64)
+    return model
 
 
 def ranks(model: MMSR, data: SequenceData) -> np.ndarray:
