@@ -102,6 +102,11 @@ class MMSRArchitecture(ModelConfig):
         description="item vectors (graph inputs and the scoring table): the ID embedding alone, or plus a "
         "learned projection of each modality's content vector, so items seldom trained on score by content",
     )
+    cold_items: Literal["id_and_content", "content_only"] = Field(
+        "id_and_content",
+        description="with item_content: items that no training sample holds are scored by their content "
+        "alone (content_only), since their ID rows were only ever pushed down as negatives",
+    )
     content_norm: Literal["l2", "whiten"] = Field(
         "l2", description="content vectors are centred, then L2-normalised or PCA-whitened, before projection"
     )

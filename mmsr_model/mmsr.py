@@ -35,7 +35,7 @@ class MMSR(SequentialRecommender):
 
     name = "mmsr"
     config_class = MMSRConfig
-    data_kwarg_names = ("item_codes", "code_centres", "item_features")
+    data_kwarg_names = ("item_codes", "code_centres", "item_features", "item_train_counts")
     has_modality_links = True
     #: files saved before a switch existed load as they were trained: a layer norm and residuals
     #: in every layer, the homogeneous attention aggregating states
@@ -54,6 +54,7 @@ class MMSR(SequentialRecommender):
         item_codes: dict[str, np.ndarray] | None = None,
         code_centres: dict[str, np.ndarray] | None = None,
         item_features: dict[str, np.ndarray] | None = None,
+        item_train_counts: np.ndarray | None = None,
     ) -> None:
         config = MMSRConfig() if config is None else config
         # modalities in node-type order, whatever order they were asked for in
@@ -75,6 +76,13 @@ class MMSR(SequentialRecommender):
             "code_centres": {m: code_centres[m] for m in modalities if codes},
             "item_features": {m: item_features[m] for m in modalities if not codes or m in content},
         }
+        content_only = bool(content) and config.cold_items == "content_only"
+        if content_only:
+            if item_train_counts is None:
+                raise ValueError("cold_items='content_only' needs item_train_counts (from_data passes them)")
+            self._data_kwargs["item_train_counts"] = np.asarray(item_train_counts, dtype=np.int64)
+        # items whose ID row is used at inference (all of them unless cold items score by content only)
+        trained = np.asarray(item_train_counts) > 0 if content_only else np.ones(n_items, dtype=bool)
         hidden_size, seed = config.hidden_size, config.seed
         # graph "codes" per node type: real codes, or the item id itself for raw feature nodes
         self._codes: dict[int, np.ndarray] = {}
@@ -102,6 +110,7 @@ class MMSR(SequentialRecommender):
                     )
                     self.feature_proj[m] = nn.Linear(features.shape[1], hidden_size)
             self.layers = nn.ModuleList(HANLayer(config) for _ in range(config.num_layers))
+            self.register_buffer("id_used", torch.from_numpy(trained), persistent=False)
             self.content_proj = nn.ModuleDict()
             self.content_missing = nn.ParameterDict()
             for m in content:
@@ -155,6 +164,7 @@ class MMSR(SequentialRecommender):
             item_codes=data.item_codes,
             code_centres=data.code_centres,
             item_features=data.item_features,
+            item_train_counts=data.train_item_counts() if config.cold_items == "content_only" else None,
         )
 
     def random_streams(self) -> dict[str, np.random.Generator]:
@@ -247,6 +257,9 @@ class MMSR(SequentialRecommender):
     def _item_vectors(self, ids: torch.Tensor | None = None) -> torch.Tensor:
         """ID embeddings plus projected content, of ``ids`` (None: every item)."""
         vectors = self.item_emb.weight if ids is None else self.item_emb(ids)
+        if not self.training and self.content_proj:  # untrained ID rows out of scoring (cold_items)
+            used = self.id_used if ids is None else self.id_used[ids]
+            vectors = vectors * used[:, None].to(vectors.dtype)
         for m, proj in self.content_proj.items():
             content, present = getattr(self, f"content_{m}"), getattr(self, f"content_present_{m}")
             if ids is not None:

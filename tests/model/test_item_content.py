@@ -57,9 +57,11 @@ def test_content_ranks_cold_items_where_ids_cannot() -> None:
     data = twin_data()
     id_rank = ranks(train_briefly(mmsr(data), data), data)
     content_rank = ranks(train_briefly(mmsr(data, item_content="add"), data), data)
-    # measured: HR@10 0.62 against 0.05, median rank 9 against 42 (of 60 items)
+    only_rank = ranks(train_briefly(mmsr(data, item_content="add", cold_items="content_only"), data), data)
+    # measured HR@10: ID only 0.05, ID + content 0.62, content only for cold items 0.96 (of 60 items)
     assert np.mean(content_rank <= 10) > 0.4
     assert np.mean(content_rank <= 10) > 3 * np.mean(id_rank <= 10)
+    assert np.mean(only_rank <= 10) > np.mean(content_rank <= 10) + 0.2
 
 
 def test_off_by_default_and_persisted_when_on(tmp_path) -> None:  # noqa: ANN001
@@ -67,15 +69,21 @@ def test_off_by_default_and_persisted_when_on(tmp_path) -> None:  # noqa: ANN001
     plain = mmsr(data)
     assert not list(plain.content_proj.parameters())
     torch.testing.assert_close(plain.item_embeddings(), plain.item_emb.weight)
-    model = mmsr(data, item_content="add", content_norm="whiten").eval()
+    model = mmsr(data, item_content="add", content_norm="whiten", cold_items="content_only").eval()
     assert "text" in model.init_kwargs["item_features"]
+    assert model.init_kwargs["item_train_counts"][N_WARM:].sum() == 0  # cold twins are never trained on
     loaded = load_model(save_model(model, tmp_path / "m.pt"))
     torch.testing.assert_close(loaded.item_embeddings(), model.item_embeddings())
-    # the item without a text vector gets the learned stand-in, not a projection of zeros
     with torch.no_grad():
         model.content_missing["text"].fill_(1.0)
-    table = model.item_embeddings() - model.item_emb.weight
-    torch.testing.assert_close(table[3], torch.ones(32))
+        table, ids = model.item_embeddings(), model.item_emb.weight
+        content = model.content_proj["text"](model.content_text)
+        # warm items: ID + content; the item without a text vector: ID + the learned stand-in
+        torch.testing.assert_close(table[0], ids[0] + content[0])
+        torch.testing.assert_close(table[3], ids[3] + torch.ones(32))
+        # a cold item scores by content alone at inference; training still sees its ID row
+        torch.testing.assert_close(table[N_WARM], content[N_WARM])
+        torch.testing.assert_close(model.train().item_embeddings()[N_WARM], ids[N_WARM] + content[N_WARM])
 
 
 def test_dropping_a_modality_drops_its_content_too() -> None:
