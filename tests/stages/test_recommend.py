@@ -90,8 +90,7 @@ def test_kill_mid_write_keeps_yesterday_and_todays_good_output(champion: Setting
     run_recommend(champion, "tiny", YESTERDAY, 5)
     run_recommend(champion, "tiny", TODAY, 5)
     before = {
-        d: (champion.pending_partition("tiny", d) / "part-0.parquet").read_bytes()
-        for d in (YESTERDAY, TODAY)
+        d: (champion.pending_partition("tiny", d) / "part-0.parquet").read_bytes() for d in (YESTERDAY, TODAY)
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")} | {
         "MMSR_HOME": str(champion.home),
