@@ -75,14 +75,10 @@ WHERE r.user_id = uid
 ORDER BY r.dataset, r.rank;
 
 -- one row per dataset and night: health figures and the publish gate's decision (see docs/pipeline.md);
--- nights the gate stopped are here too (published = false), their recommendations are not
+-- nights the gate stopped are here too (published = false), their recommendations are not.
+-- The columns are declared first so that the view has them before any night was checked.
 CREATE VIEW recommendation_health AS
-SELECT regexp_extract(filename, '([^/]+)/health/[^/]+$', 1) AS dataset,
-       COLUMNS(lambda c: c NOT IN ('empty', 'filename'))
-FROM (
-    SELECT * FROM read_parquet(__WAREHOUSE__ || '/*/health/*.parquet', filename = true,
-                               union_by_name = true, allow_empty = true, hive_partitioning = false)
-    UNION ALL BY NAME
+WITH declared AS (
     SELECT NULL::VARCHAR AS filename, NULL::DATE AS run_date, NULL::TIMESTAMPTZ AS computed_at,
            NULL::BIGINT AS rows, NULL::BIGINT AS users_expected, NULL::BIGINT AS users_served,
            NULL::BIGINT AS users_without_recs, NULL::BIGINT AS users_short, NULL::INTEGER AS k,
@@ -95,4 +91,12 @@ FROM (
            NULL::DATE AS previous_run_date, NULL::BOOLEAN AS gate_passed,
            NULL::VARCHAR[] AS gate_failures, NULL::BOOLEAN AS published
     WHERE false
-);
+), nights AS (
+    FROM read_parquet(__WAREHOUSE__ || '/*/health/*.parquet', filename = true, union_by_name = true,
+                      allow_empty = true, hive_partitioning = false)
+    UNION ALL BY NAME
+    FROM declared
+)
+SELECT regexp_extract(filename, '([^/]+)/health/[^/]+$', 1) AS dataset,
+       COLUMNS(lambda c: c NOT IN ('empty', 'filename'))
+FROM nights;

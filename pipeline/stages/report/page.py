@@ -22,22 +22,19 @@ from pipeline.stages.report.data import ReportData, served_version
 log = logging.getLogger(__name__)
 
 THUMB_PX = 64
-#: health columns in the table, with their headers and number formats
-HEALTH_COLUMNS = (
-    ("run_date", "night", "{}"),
-    ("published", "published", "{}"),
-    ("users_served", "users", "{:,}"),
-    ("users_short", "< k recs", "{:,}"),
-    ("coverage_at_10", "cov@10", "{:.3f}"),
-    ("coverage_at_20", "cov@20", "{:.3f}"),
-    ("gini", "Gini", "{:.3f}"),
-    ("top_1pct_share", "top 1 %", "{:.3f}"),
-    ("mean_popularity_percentile", "pop. pct", "{:.3f}"),
-    ("new_item_share", "new", "{:.3f}"),
-    ("jaccard_at_20", "J@20", "{:.3f}"),
-    ("model_version", "model", "v{}"),
-    ("test_ndcg_at_10", "test NDCG@10", "{:.4f}"),
-)
+#: health columns in the table -> their headers; numbers as in ``_FORMATS``, other floats to 3 places
+HEALTH_COLUMNS = {
+    "run_date": "night", "published": "published", "users_served": "users", "users_short": "< k recs",
+    "coverage_at_10": "cov@10", "coverage_at_20": "cov@20", "gini": "Gini", "top_1pct_share": "top 1 %",
+    "mean_popularity_percentile": "pop. pct", "new_item_share": "new", "jaccard_at_20": "J@20",
+    "model_version": "model", "test_ndcg_at_10": "test NDCG@10",
+}  # fmt: skip
+_FORMATS = {
+    "users_served": "{:,}",
+    "users_short": "{:,}",
+    "model_version": "v{}",
+    "test_ndcg_at_10": "{:.4f}",
+}
 CSS = """
 body{font-family:system-ui,sans-serif;margin:24px auto;max-width:1240px;color:#222}
 h1{margin-bottom:4px} h2{border-bottom:1px solid #ddd;padding-bottom:4px;margin-top:32px}
@@ -83,7 +80,9 @@ def thumbnail(settings: Settings, image_ref: str | None) -> str | None:
     return _thumbnail_cached(str(path), path.stat().st_mtime_ns)
 
 
-def _fmt(value: Any, pattern: str = "{}") -> str:
+def _fmt(value: Any, pattern: str | None = None) -> str:
+    """A cell's text: ``pattern``, else 3 decimals for a float; a dash for a missing value."""
+    pattern = pattern or ("{:.3f}" if isinstance(value, float) else "{}")
     if value is None:
         return '<span class="muted">–</span>'
     if isinstance(value, float) and value != value:  # NaN
@@ -137,11 +136,11 @@ def _header(data: ReportData) -> str:
 
 
 def _health_section(data: ReportData) -> str:
-    head = "".join(f"<th>{escape(h)}</th>" for _, h, _ in HEALTH_COLUMNS)
+    head = "".join(f"<th>{escape(h)}</th>" for h in HEALTH_COLUMNS.values())
     rows = []
     for row in reversed(data.health):
         css = "" if row.get("gate_passed") else ' class="bad"'
-        cells = "".join(f'<td class="num">{_fmt(row.get(c), f)}</td>' for c, _, f in HEALTH_COLUMNS)
+        cells = "".join(f'<td class="num">{_fmt(row.get(c), _FORMATS.get(c))}</td>' for c in HEALTH_COLUMNS)
         rows.append(f"<tr{css}>{cells}</tr>")
     plot = _plot(plots.health_plot(data.health), "health metrics over nights", "no health rows yet")
     return (
