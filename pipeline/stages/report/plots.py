@@ -17,6 +17,7 @@ matplotlib.use("Agg")  # headless: the nightly worker has no display
 import matplotlib.dates as mdates  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 DPI = 90
 #: health figures plotted per night, with their axis titles
@@ -102,16 +103,17 @@ def _date_axis(ax: Any, days: Sequence[Any]) -> None:
 
 
 def learning_curve_plot(curve: dict[str, list[tuple[int, float]]]) -> str | None:
-    """Training loss and validation metrics per epoch of the served model."""
+    """Training loss and validation metrics at 10 per epoch of the served model (timings left out)."""
     if not curve:
         return None
     losses = {k: v for k, v in curve.items() if "loss" in k}
-    others = {k: v for k, v in curve.items() if k not in losses}
+    others = {k: v for k, v in curve.items() if k.startswith("val_") and k.endswith("_at_10")}
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.4))
     for ax, group, ylabel in ((axes[0], losses, "loss"), (axes[1], others, "validation metric")):
         for name, points in group.items():
             ax.plot([p[0] for p in points], [p[1] for p in points], "-o", ms=3, label=name)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         if group:
