@@ -73,6 +73,7 @@ def _prepare(home: Path) -> dict:
     from pipeline.stages.extract import run_extract
     from pipeline.stages.train.config import train_config
     from pipeline.warehouse.dataset import load_sequence_data
+    from pipeline.warehouse.model_runs import upsert_model_run
 
     settings = load_settings()
     extract = run_extract(
@@ -82,9 +83,14 @@ def _prepare(home: Path) -> dict:
     data, _ = load_sequence_data(settings, DATASET)
     model = build_model("mmsr", data, **train_config(settings).model_params)
     setup_mlflow(settings, DATASET)
-    with mlflow.start_run(run_name="benchmark-untrained"):
+    with mlflow.start_run(run_name="benchmark-untrained") as run:
         version = log_pyfunc(model, settings.dataset_dir(DATASET) / "item_index.parquet", DATASET)
+        for epoch in range(1, 11):  # SYNTHETIC curve: the report's MLflow lookup costs what a real one does
+            mlflow.log_metrics(
+                {"epoch_train_loss": 9.0 / epoch, "epoch_val_ndcg_at_10": 0.01 * epoch}, step=epoch
+            )
     MlflowClient().set_registered_model_alias(registered_name(DATASET), CHAMPION, str(version))
+    upsert_model_run(settings, DATASET, version, {"run_id": run.info.run_id, "promotion": "promoted"})
     return {"users": extract.users, "items": extract.items, "interactions": extract.interactions}
 
 
@@ -154,6 +160,28 @@ def _child(home: Path, phase: str, k: int, device: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _time_report_command(home: Path) -> float:
+    """Wall seconds of the whole ``mmsr report`` command: interpreter start, imports, the report."""
+    started = time.perf_counter()
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.app.cli",
+            "report",
+            "--dataset",
+            DATASET,
+            "--run-date",
+            str(RUN_DATE),
+        ],
+        env={**os.environ, "MMSR_HOME": str(home)},
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    )
+    return time.perf_counter() - started
+
+
 def _measure(home: Path, k: int, device: str, repeats: int) -> list[dict]:
     runs = []
     for i in range(repeats):
@@ -199,20 +227,24 @@ def _write_results(result: dict) -> None:
     ]
     if "report" in result:
         r = result["report"]
-        met = r["report_s"] < REPORT_TARGET_S and r["report_mib"] < REPORT_TARGET_MB
+        met = r["command_s"] < REPORT_TARGET_S and r["report_mib"] < REPORT_TARGET_MB
         lines += [
             "## Publish gate and nightly report on that night",
             "",
-            "`publish_night` (health SQL over the 447,260 rows and the tables, gate, rename, views) and",
-            "`write_report` (`mmsr report`: views, plots, HTML), one fresh interpreter, imports not timed.",
-            "Beauty has no images: the page has placeholders instead of thumbnails.",
+            "`publish_night` (health SQL over the night's rows and the tables, gate, rename, views) and",
+            "`write_report` (views, matplotlib import and plots, MLflow lookup of the learning curve, HTML),",
+            "timed in one fresh interpreter; `mmsr report` command s is the whole CLI run (interpreter start",
+            "and imports included). The learning curve is 10 SYNTHETIC epochs logged by the benchmark (the",
+            "champion is untrained); it has no test metrics. Beauty has no images: thumbnails are",
+            "placeholders.",
             "",
-            "| publish gate s | report s | report CPU s | report MB | 5-min load average |",
-            "|---|---|---|---|---|",
-            f"| {r['publish_s']:.1f} | {r['report_s']:.1f} | {r['report_cpu_s']:.1f} | {r['report_mib']:.2f} "
-            f"| {r['load_avg_5m']:.1f} |",
+            "| publish gate s | report s | report CPU s | `mmsr report` command s | report MB "
+            "| 5-min load average |",
+            "|---|---|---|---|---|---|",
+            f"| {r['publish_s']:.1f} | {r['report_s']:.1f} | {r['report_cpu_s']:.1f} | {r['command_s']:.1f} "
+            f"| {r['report_mib']:.2f} | {r['load_avg_5m']:.1f} |",
             "",
-            f"Target report < {REPORT_TARGET_S:.0f} s and < {REPORT_TARGET_MB:.0f} MB: "
+            f"Target `mmsr report` < {REPORT_TARGET_S:.0f} s and < {REPORT_TARGET_MB:.0f} MB: "
             f"**{'met' if met else 'NOT met'}**.",
             "",
         ]
@@ -249,6 +281,8 @@ def main() -> None:
         log.info("prepared %s in %.1f s", dataset, time.perf_counter() - started)
         runs = _measure(home, args.k, args.device, args.repeats)
         report = _child(home, "report", args.k, args.device) if args.report else None
+        if report is not None:
+            report["command_s"] = _time_report_command(home)
     stored = RESULTS / "recommend.json"
     result = _summarise(runs, args, dataset) if runs else json.loads(stored.read_text())
     if report is not None:
