@@ -152,3 +152,19 @@ def test_gate_rules_and_their_thresholds() -> None:
         == []
     )
     assert gate_failures(good | {"rows": 0}, None, gate)
+
+
+def test_publish_command_gates_a_night(warehouse: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from pipeline.app.cli import app
+
+    monkeypatch.setenv("MMSR_HOME", str(warehouse.home))
+    write_candidate(warehouse, NIGHT1, spread(NIGHT1, k=10))
+    done = CliRunner().invoke(app, ["publish", "--dataset", "tiny", "--run-date", str(NIGHT1)])
+    assert done.exit_code == 0, done.output
+    assert '"gate_passed": true' in done.output
+    write_candidate(warehouse, NIGHT2, np.tile(np.arange(10), (N_USERS, 1)))
+    stopped = CliRunner().invoke(app, ["publish", "--dataset", "tiny", "--run-date", str(NIGHT2)])
+    assert stopped.exit_code == 1
+    assert _latest(warehouse) == [(NIGHT1,)]
