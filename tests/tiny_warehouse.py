@@ -7,6 +7,7 @@ codes only the even ones (a real missing-modality case).
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.core.config import Settings
+from pipeline.core.io import fresh_staging_dir, publish_folder
 from pipeline.stages.promote import PromotionDecision
+from pipeline.stages.recommend import _block_table
 from pipeline.warehouse.codes_table import item_codes_rows, write_centres, write_item_codes
 
 TINY_MODEL = {
@@ -167,3 +170,26 @@ def register_untrained(settings: Settings, dataset: str = "tiny") -> PromotionDe
     with mlflow.start_run(run_name="untrained"):
         version = log_pyfunc(model, settings.dataset_dir(dataset) / "item_index.parquet", dataset)
     return run_promote(settings, dataset, version)
+
+
+def write_candidate(
+    settings: Settings, day: date, ids: np.ndarray, nan_rows: int = 0, n_items: int = 40
+) -> None:
+    """A candidate night in recommend's exact schema and place (``pending/``), no model needed."""
+    users = np.array([f"tiny-U{u:03d}" for u in range(ids.shape[0])], dtype=object)
+    items = np.array([f"tiny-I{i:03d}" for i in range(n_items)], dtype=object)
+    scores = np.tile(np.linspace(1.0, 0.5, ids.shape[1], dtype=np.float32), (ids.shape[0], 1))
+    constants = {"run_date": day, "model_name": "mmsr-tiny", "model_version": 1}
+    table = _block_table(users, ids, scores, items, constants)
+    if nan_rows:  # recommend drops non-finite scores; a broken writer might not
+        column = table["score"].to_numpy().copy()
+        column[:nan_rows] = np.nan
+        table = table.set_column(table.schema.get_field_index("score"), "score", pa.array(column))
+    staging = fresh_staging_dir(settings.staging_dir("tiny"), f"recommendations-{day}")
+    pq.write_table(table, staging / "part-0.parquet")
+    publish_folder(staging, settings.pending_partition("tiny", day))
+
+
+def spread(day: date, k: int = 20, users: int = 60, n_items: int = 40) -> np.ndarray:
+    """Every user a different window of items: wide coverage."""
+    return (np.arange(users)[:, None] + np.arange(k)[None, :] + day.day) % n_items

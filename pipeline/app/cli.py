@@ -146,30 +146,58 @@ def recommend(
     dataset: DatasetOpt,
     run_date: RunDateOpt = None,
     k: Annotated[int | None, typer.Option(help="Recommendations per user.")] = None,
-    publish: Annotated[bool, typer.Option(help="Then rebuild MMSR_HOME/analytics.duckdb.")] = True,
+    publish: Annotated[
+        bool, typer.Option(help="Then run the health gate and publish the night (`mmsr publish`).")
+    ] = True,
     config: ConfigOpt = None,
 ) -> None:
-    """Score every user with the champion and write the day's top-K partition."""
+    """Score every user with the champion and write the day's candidate top-K partition."""
     settings = _settings(config)
-    from pipeline.stages.publish import publish_analytics
+    from pipeline.stages.publish import publish_night
     from pipeline.stages.recommend import run_recommend
 
     def recommend_and_publish() -> dict[str, Any]:
         report = run_recommend(settings, dataset, _day(run_date), k).to_dict()
         if publish:
-            report["analytics_db"] = str(publish_analytics(settings))
+            report["publish"] = publish_night(settings, dataset, report["run_date"])
         return report
 
     _run(recommend_and_publish)
 
 
 @app.command()
-def publish(config: ConfigOpt = None) -> None:
-    """Rebuild MMSR_HOME/analytics.duckdb (views over the Parquet) atomically."""
+def publish(
+    dataset: Annotated[
+        str | None, typer.Option("--dataset", help="Gate and publish this dataset's night first.")
+    ] = None,
+    run_date: RunDateOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Health-gate a night's recommendations (with --dataset), then rebuild MMSR_HOME/analytics.duckdb."""
     settings = _settings(config)
-    from pipeline.stages.publish import publish_analytics
+    from datetime import UTC, datetime
 
-    _run(lambda: {"analytics_db": str(publish_analytics(settings))})
+    from pipeline.stages.publish import publish_analytics, publish_night
+
+    if dataset is None:
+        _run(lambda: {"analytics_db": str(publish_analytics(settings))})
+        return
+    _run(lambda: publish_night(settings, dataset, _day(run_date) or datetime.now(UTC).date()))
+
+
+@app.command()
+def report(
+    dataset: DatasetOpt,
+    run_date: Annotated[
+        str | None, typer.Option(help="Night YYYY-MM-DD (default: the latest published night).")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Write the night's static HTML report (default: the latest published night) and print its path."""
+    settings = _settings(config)
+    from pipeline.stages.report import write_report
+
+    _run(lambda: write_report(settings, dataset, _day(run_date)))
 
 
 @app.command()

@@ -4,7 +4,8 @@ Writes the seeded demo input under ``MMSR_HOME/demo/raw``, runs the ``mmsr_night
 DAG with ``dag.test()`` (Airflow metadata in SQLite under ``MMSR_HOME/airflow``, no
 scheduler or webserver; see ``pipeline.orchestration.airflow_local``), then prints what a user wants
 to see: MMSR's test metrics next to the baselines', the MLflow run and registered
-version with its alias, the analytics database and three users' recommendations.
+version with its alias, the analytics database, three users' recommendations, the
+night's health and the path of the HTML report.
 """
 
 from __future__ import annotations
@@ -74,6 +75,14 @@ def _print_summary(settings: Settings, summary: DagRunSummary, seconds: float, c
     console.print(f"recommendations:     {recommend.get('rows')} rows for {recommend.get('users')} users")
     console.print(f"analytics database:  {settings.analytics_db.resolve()}")
     console.print(_samples_table(settings))
+    health = summary.reports.get("publish_analytics", {}).get("health") or {}
+    if health:
+        console.print(
+            f"health:              coverage@20 {health.get('coverage_at_20', 0):.3f}, "
+            f"Gini {health.get('gini', 0):.3f}, publish gate "
+            f"{'passed' if health.get('gate_passed') else 'FAILED'}"
+        )
+    console.print(f"report:              {summary.reports.get('report', {}).get('path', '(not written)')}")
     console.print(
         f"DAG {summary.dag_id} run {summary.run_id}: {summary.state} in {summary.seconds:.0f} s "
         f"(demo total {seconds:.0f} s)"

@@ -15,7 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -51,6 +51,33 @@ class ModelSettings(MMSRArchitecture, TrainingConfig):
         True,
         description="after early stopping, retrain on train + valid targets for the best epoch count: "
         "the served model also learns each user's latest interaction (costs that many more epochs)",
+    )
+
+
+class GateSettings(BaseModel):
+    """The publish gate: when a night looks broken its recommendations are not published.
+
+    Each rule compares the candidate night (``pending/``) with what analysts see now.
+    """
+
+    model_config = ConfigDict(extra="ignore")
+
+    enabled: bool = Field(True, description="false publishes every night whatever its health (logged)")
+    min_coverage_ratio: float = Field(
+        0.5,
+        ge=0,
+        description="fail when coverage at 20 falls below this fraction of the previous published night's",
+    )
+    max_users_without_recs: float = Field(
+        0.01,
+        ge=0,
+        le=1,
+        description="fail when more than this fraction of users with a history got no recommendation",
+    )
+    row_count_tolerance: float = Field(
+        0.1,
+        ge=0,
+        description="fail when rows differ from users with a history x k by more than this fraction",
     )
 
 
@@ -135,6 +162,8 @@ class Settings(BaseSettings):
     # recommend
     recommend_k: int = Field(20, ge=1, description="recommendations per user")
     recommend_batch_users: int = Field(4096, description="users scored per matrix block")
+    gate: GateSettings = Field(default_factory=GateSettings)
+    report_sample_users: int = Field(5, ge=0, description="users shown with history and top 10 in the report")
 
     # orchestration
     datasets: dict[str, dict[str, Any]] = Field(
@@ -173,6 +202,17 @@ class Settings(BaseSettings):
     def recommendations_partition(self, dataset: str, run_date: date) -> Path:
         """One night's top-K folder; the analytics views read every such folder."""
         return self.dataset_dir(dataset) / "recommendations" / f"run_date={run_date.isoformat()}"
+
+    def pending_partition(self, dataset: str, run_date: date) -> Path:
+        """A night's top-K before the publish gate: outside every folder a view reads."""
+        return self.dataset_dir(dataset) / "pending" / f"run_date={run_date.isoformat()}"
+
+    def health_file(self, dataset: str, run_date: date) -> Path:
+        """One night's health metrics and gate decision (kept whether it passed or not)."""
+        return self.dataset_dir(dataset) / "health" / f"run_date={run_date.isoformat()}.parquet"
+
+    def report_file(self, dataset: str, run_date: date) -> Path:
+        return self.home / "reports" / dataset / f"run_date={run_date.isoformat()}" / "index.html"
 
     def staging_dir(self, dataset: str) -> Path:
         """Where output is built before publishing: outside every folder a view reads."""

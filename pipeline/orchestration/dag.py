@@ -1,11 +1,12 @@
 """Builds the nightly Airflow DAG of one dataset from the step graph (``pipeline.orchestration.steps``).
 
 Task graph: extract -> (embed_text, embed_image in parallel) -> codes -> train -> promote
--> recommend -> publish_analytics, as ``NIGHTLY_STEPS`` declares it. Every task is a
-thin call into ``pipeline.orchestration.isolated.run_stage_isolated`` (a fresh
-interpreter per stage, so CUDA is never initialised in a forked worker) and returns the
-stage's small JSON report, which is all XCom carries. ``run_date`` (a Param, else the
-logical date, else ``run_after``) is the partition key; every stage is idempotent for
+-> recommend -> publish_analytics (the health gate) -> report, as ``NIGHTLY_STEPS``
+declares it. Every task is a thin call into
+``pipeline.orchestration.isolated.run_stage_isolated`` (a fresh interpreter per stage,
+so CUDA is never initialised in a forked worker) and returns the stage's small JSON
+report, which is all XCom carries. ``run_date`` (a Param, else the logical date, else
+``run_after``) is the partition key; every stage is idempotent for
 it. A ``PipelineError`` (bad input, a malformed run_date, no champion...) fails the task
 at once; anything else is retried with exponential backoff. With ``settings.shards > 1``
 shardable steps fan out with ``.expand`` over shard workspaces
@@ -128,7 +129,7 @@ def build_dag(settings: Settings, dataset: str) -> DAG:
 
     @dag(
         dag_id=dag_id(dataset),
-        description=f"MMSR nightly: extract, embed, codes, train, promote, recommend for {dataset}",
+        description=f"MMSR nightly for {dataset}: extract ... recommend, gated publish, report",
         schedule=settings.schedule,
         start_date=START_DATE,
         catchup=False,

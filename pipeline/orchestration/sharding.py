@@ -36,8 +36,8 @@ _SLICED = {
     "embed": ("items.parquet",),
     "recommend": ("user_index.parquet", "sequences.parquet", "splits.parquet"),
 }
-#: the stage's own output folder inside warehouse/<dataset>/ (never linked into a shard)
-_OUTPUT_DIR = {"embed": "embeddings", "recommend": "recommendations"}
+#: the stage's own output folders inside warehouse/<dataset>/ (never linked into a shard)
+_OUTPUT_DIRS = {"embed": ("embeddings",), "recommend": ("pending", "recommendations", "health")}
 
 
 def shard_of(keys: pa.ChunkedArray | pa.Array, shards: int) -> np.ndarray:
@@ -108,7 +108,7 @@ def prepare_workspace(
     target.mkdir(parents=True)
     settings.cache_dir.mkdir(parents=True, exist_ok=True)
     sub.cache_dir.symlink_to(settings.cache_dir.resolve(), target_is_directory=True)
-    skip = {*_SLICED[stage], _OUTPUT_DIR[stage]}
+    skip = {*_SLICED[stage], *_OUTPUT_DIRS[stage]}
     for entry in source.iterdir():
         if entry.name not in skip and not entry.name.startswith("."):
             (target / entry.name).symlink_to(entry)
@@ -148,12 +148,12 @@ def _combine_embed(settings: Settings, dataset: str, shards: int, modality: str)
 
 
 def _combine_recommend(settings: Settings, dataset: str, shards: int, run_date: str) -> dict[str, Any]:
-    final = settings.recommendations_partition(dataset, date.fromisoformat(run_date))
+    final = settings.pending_partition(dataset, date.fromisoformat(run_date))
     staging = fresh_staging_dir(settings.staging_dir(dataset), f"recommendations-{run_date}")
     rows = 0
     for shard in range(shards):
         sub = shard_settings(settings, dataset, "recommend", shard, shards)
-        folder = sub.recommendations_partition(dataset, date.fromisoformat(run_date))
+        folder = sub.pending_partition(dataset, date.fromisoformat(run_date))
         files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
         if not files:
             raise PipelineError(

@@ -75,9 +75,17 @@ def _recommend(settings: Settings, dataset: str, args: dict[str, Any]) -> Any:
 
 
 def _publish(settings: Settings, dataset: str, args: dict[str, Any]) -> Any:
-    from pipeline.stages.publish import publish_analytics
+    from pipeline.stages.publish import publish_analytics, publish_night
 
+    if args.get("run_date"):
+        return publish_night(settings, dataset, date.fromisoformat(args["run_date"]))
     return {"analytics_db": str(publish_analytics(settings))}
+
+
+def _report(settings: Settings, dataset: str, args: dict[str, Any]) -> Any:
+    from pipeline.stages.report import write_report
+
+    return write_report(settings, dataset, date.fromisoformat(args["run_date"]))
 
 
 _STAGE_FUNCTIONS: dict[str, Callable[[Settings, str, dict[str, Any]], Any]] = {
@@ -88,6 +96,7 @@ _STAGE_FUNCTIONS: dict[str, Callable[[Settings, str, dict[str, Any]], Any]] = {
     "promote": _promote,
     "recommend": _recommend,
     "publish": _publish,
+    "report": _report,
 }
 
 

@@ -31,7 +31,7 @@ class Step:
     takes_run_date: bool = False
     #: with ``settings.shards > 1`` the step fans out over shard workspaces, then a combine
     shardable: bool = False
-    #: the step rewrites the recommendations table (an Airflow asset analysts can schedule on)
+    #: the step publishes the recommendations table (an Airflow asset analysts can schedule on)
     writes_recommendations: bool = False
     timeout: timedelta = timedelta(hours=2)
 
@@ -83,9 +83,17 @@ NIGHTLY_STEPS: tuple[Step, ...] = (
         ("promote",),
         takes_run_date=True,
         shardable=True,
-        writes_recommendations=True,
     ),
-    Step("publish_analytics", "publish", ("recommend",), timeout=timedelta(minutes=30)),
+    # the health gate: only a sane night is moved where analysts' views read
+    Step(
+        "publish_analytics",
+        "publish",
+        ("recommend",),
+        takes_run_date=True,
+        writes_recommendations=True,
+        timeout=timedelta(minutes=30),
+    ),
+    Step("report", "report", ("publish_analytics",), takes_run_date=True, timeout=timedelta(minutes=30)),
 )
 
 

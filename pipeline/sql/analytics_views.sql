@@ -73,3 +73,30 @@ JOIN (SELECT dataset, max(run_date) AS run_date FROM recommendations GROUP BY da
   ON latest.dataset = r.dataset AND latest.run_date = r.run_date
 WHERE r.user_id = uid
 ORDER BY r.dataset, r.rank;
+
+-- one row per dataset and night: health figures and the publish gate's decision (see docs/pipeline.md);
+-- nights the gate stopped are here too (published = false), their recommendations are not.
+-- The columns are declared first so that the view has them before any night was checked.
+CREATE VIEW recommendation_health AS
+WITH declared AS (
+    SELECT NULL::VARCHAR AS filename, NULL::DATE AS run_date, NULL::TIMESTAMPTZ AS computed_at,
+           NULL::BIGINT AS rows, NULL::BIGINT AS users_expected, NULL::BIGINT AS users_served,
+           NULL::BIGINT AS users_without_recs, NULL::BIGINT AS users_short, NULL::INTEGER AS k,
+           NULL::BIGINT AS catalogue_items, NULL::BIGINT AS items_in_index,
+           NULL::DOUBLE AS coverage_at_10, NULL::DOUBLE AS coverage_at_20, NULL::DOUBLE AS gini,
+           NULL::DOUBLE AS top_1pct_share, NULL::DOUBLE AS mean_popularity_percentile,
+           NULL::DOUBLE AS new_item_share, NULL::DOUBLE AS jaccard_at_20, NULL::BIGINT AS bad_scores,
+           NULL::INTEGER AS model_version, NULL::INTEGER AS model_versions,
+           NULL::DOUBLE AS test_hr_at_10, NULL::DOUBLE AS test_ndcg_at_10, NULL::DOUBLE AS test_mrr_at_10,
+           NULL::DATE AS previous_run_date, NULL::BOOLEAN AS gate_passed,
+           NULL::VARCHAR[] AS gate_failures, NULL::BOOLEAN AS published
+    WHERE false
+), nights AS (
+    FROM read_parquet(__WAREHOUSE__ || '/*/health/*.parquet', filename = true, union_by_name = true,
+                      allow_empty = true, hive_partitioning = false)
+    UNION ALL BY NAME
+    FROM declared
+)
+SELECT regexp_extract(filename, '([^/]+)/health/[^/]+$', 1) AS dataset,
+       COLUMNS(lambda c: c NOT IN ('empty', 'filename'))
+FROM nights;

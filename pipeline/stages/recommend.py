@@ -1,8 +1,9 @@
-"""Recommend stage: the champion scores every user; one date's top-K lands atomically.
+"""Recommend stage: the champion scores every user; one date's top-K lands atomically as a candidate.
 
-The partition is written to a staging folder outside ``recommendations/`` and
-moved into place only when complete, so analysts' globs never see a half-written
-day and a rerun replaces that date only.
+The partition is written to a staging folder and moved, once complete, to
+``pending/run_date=DAY/``: outside ``recommendations/``, which analysts' views read.
+The publish stage's health gate moves it there only if the night looks sane
+(``pipeline.stages.publish.publish_night``). A rerun replaces that date only.
 """
 
 from __future__ import annotations
@@ -95,7 +96,7 @@ def _load_champion(settings: Settings, dataset: str) -> tuple[Any, int]:
 
 
 def run_recommend(settings: Settings, dataset: str, run_date: date | None, k: int | None) -> RecommendReport:
-    """Write ``recommendations/run_date=YYYY-MM-DD/part-0.parquet`` for every user with history."""
+    """Write ``pending/run_date=YYYY-MM-DD/part-0.parquet`` for every user with history (publish gates it)."""
     from mmsr_model.device import resolve_device
 
     started = time.perf_counter()
@@ -126,7 +127,7 @@ def run_recommend(settings: Settings, dataset: str, run_date: date | None, k: in
                 table = _block_table(index.user_ids[chunk], ids, scores, wrapper.item_ids, constants)
                 writer.write_table(table)
                 rows += table.num_rows
-        target = settings.recommendations_partition(dataset, run_date)
+        target = settings.pending_partition(dataset, run_date)
         publish_folder(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

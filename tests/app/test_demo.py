@@ -66,6 +66,8 @@ def test_summary_shows_metrics_registry_and_titled_samples(mmsr_home: Path) -> N
             },
             "promote": {"promoted": True, "reason": "beats v2"},
             "recommend": {"rows": 8, "users": 4},
+            "publish_analytics": {"health": {"coverage_at_20": 0.5, "gini": 0.25, "gate_passed": True}},
+            "report": {"path": "/abs/var/reports/demo/run_date=2024-05-01/index.html"},
         },
         seconds=12.0,
     )
@@ -77,3 +79,5 @@ def test_summary_shows_metrics_registry_and_titled_samples(mmsr_home: Path) -> N
     assert str(settings.analytics_db.resolve()) in text
     assert "Teal linen scarf" in text and "Amber canvas cap" in text
     assert "u1" in text and "u3" in text and "u4" not in text  # three sample users
+    assert "coverage@20 0.500, Gini 0.250, publish gate passed" in text
+    assert "report:              /abs/var/reports/demo/run_date=2024-05-01/index.html" in text

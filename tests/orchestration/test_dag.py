@@ -109,13 +109,16 @@ def test_task_graph_retries_timeouts_and_asset(configured: dict) -> None:
         "promote": ["train"],
         "recommend": ["promote"],
         "publish_analytics": ["recommend"],
+        "report": ["publish_analytics"],
     }
     for task in tasks.values():
         assert task["retries"] >= 1 and task["backoff"]
         assert task["timeout_s"] and task["timeout_s"] > 0
-    assert len(tasks["recommend"]["outlets"]) == 1
-    assert tasks["recommend"]["outlets"][0].startswith("file://")
-    assert tasks["recommend"]["outlets"][0].endswith("/warehouse/beauty/recommendations")
+    # the gated publish is what makes a night visible, so it carries the asset
+    assert tasks["recommend"]["outlets"] == []
+    assert len(tasks["publish_analytics"]["outlets"]) == 1
+    assert tasks["publish_analytics"]["outlets"][0].startswith("file://")
+    assert tasks["publish_analytics"]["outlets"][0].endswith("/warehouse/beauty/recommendations")
 
 
 def test_demo_dag_when_nothing_configured_and_shards_fan_out(sharded: dict) -> None:
@@ -128,5 +131,6 @@ def test_demo_dag_when_nothing_configured_and_shards_fan_out(sharded: dict) -> N
     assert tasks["codes"]["upstream"] == ["embed_image", "embed_text"]
     assert tasks["recommend_shard"]["mapped"] and tasks["recommend_shard"]["upstream"] == ["promote"]
     assert tasks["recommend"]["upstream"] == ["recommend_shard"]
-    assert tasks["recommend"]["outlets"][0].endswith("/warehouse/demo/recommendations")
+    assert tasks["publish_analytics"]["outlets"][0].endswith("/warehouse/demo/recommendations")
     assert tasks["publish_analytics"]["upstream"] == ["recommend"]
+    assert tasks["report"]["upstream"] == ["publish_analytics"]

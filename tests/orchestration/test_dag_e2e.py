@@ -17,6 +17,7 @@ import gzip
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ from pathlib import Path
 import duckdb
 import pyarrow.parquet as pq
 import pytest
+from browser import LOAD_ERRORS, render
 
 from pipeline.app.demo_data import write_demo_dataset
 
@@ -39,6 +41,7 @@ TASKS = {
     "promote",
     "recommend",
     "publish_analytics",
+    "report",
 }
 TABLES = ("interactions", "items", "user_index", "item_index", "sequences", "splits")
 
@@ -133,6 +136,25 @@ def test_every_task_succeeds_and_recommendations_are_queryable(runs: dict) -> No
     finally:
         con.close()
     assert rows == runs["first_rows"]
+    assert reports["publish_analytics"]["health"]["gate_passed"] is True
+    page = runs["home"] / "reports" / "demo" / f"run_date={DAY}" / "index.html"
+    assert reports["report"]["path"] == str(page)
+
+
+def test_demo_report_renders_in_headless_chromium(runs: dict, tmp_path: Path) -> None:
+    """The demo's report loads in a real browser without errors and shows every section."""
+    page = runs["home"] / "reports" / "demo" / f"run_date={DAY}" / "index.html"
+    assert 0 < page.stat().st_size < 5 * 2**20
+    rendered = render(page, tmp_path)
+    assert not [line for line in rendered.log.splitlines() if any(e in line for e in LOAD_ERRORS)]
+    for section in ("health", "model-metrics", "learning-curve", "top-items", "sample-users"):
+        assert f'<section id="{section}">' in rendered.dom
+    assert "passed the publish gate" in rendered.dom
+    learning = rendered.dom.split('<section id="learning-curve">')[1].split("</section>")[0]
+    assert 'src="data:image/png;base64,' in learning  # the trained champion's per-epoch metrics
+    assert 'class="thumb" src="data:image/jpeg;base64,' in rendered.dom  # the demo's local JPEGs
+    assert rendered.screenshot.stat().st_size > 20_000  # a drawn page, not a blank one
+    shutil.copyfile(rendered.screenshot, runs["home"].parent / "report-screenshot.png")
 
 
 def test_rerun_for_the_same_date_is_idempotent(runs: dict) -> None:
@@ -146,13 +168,15 @@ def test_rerun_for_the_same_date_is_idempotent(runs: dict) -> None:
         "recommend_shard",
         "recommend",
         "publish_analytics",
+        "report",
     }
     assert rerun["summary"]["reports"]["recommend"] == {
         "run_date": DAY,
         "rows": runs["first_rows"],
         "shards": 2,
-        "path": str(runs["home"] / "warehouse" / "demo" / "recommendations" / f"run_date={DAY}"),
+        "path": str(runs["home"] / "warehouse" / "demo" / "pending" / f"run_date={DAY}"),
     }
+    assert rerun["summary"]["reports"]["publish_analytics"]["health"]["rows"] == runs["first_rows"]
     assert runs["rerun_rows"] == runs["first_rows"]
     assert len(list((runs["home"] / "warehouse" / "demo" / "recommendations").iterdir())) == 1
 

@@ -90,12 +90,12 @@ def test_recommend_shards_redensify_users_and_combine_atomically(mmsr_home: Path
         )
         assert (sub.dataset_dir("d") / "item_index.parquet").is_symlink()
         # what the recommend stage would write in the workspace
-        out = sub.dataset_dir("d") / "recommendations" / "run_date=2024-05-01" / "part-0.parquet"
+        out = sub.dataset_dir("d") / "pending" / "run_date=2024-05-01" / "part-0.parquet"
         _write({"user_id": index["user_id"], "rank": [1] * len(index)}, out)
-    old = ds / "recommendations" / "run_date=2024-05-01" / "part-0.parquet"
+    old = ds / "pending" / "run_date=2024-05-01" / "part-0.parquet"
     _write({"user_id": ["stale"], "rank": [1]}, old)
     report = combine_shards(settings, "recommend", "d", 2, {"run_date": "2024-05-01"})
-    merged = pq.read_table(ds / "recommendations" / "run_date=2024-05-01")
+    merged = pq.read_table(ds / "pending" / "run_date=2024-05-01")  # the candidate the gate checks
     assert report["rows"] == 10 and sorted(merged["user_id"].to_pylist()) == sorted(users)
     assert not old.exists()
 
@@ -138,11 +138,12 @@ def test_nightly_without_airflow_runs_the_dag_order_and_passes_the_version(
 
     report = run_nightly(load_settings(), "d", date(2024, 5, 1))
     assert [stage for stage, _ in calls] == [
-        "extract", "embed", "embed", "codes", "train", "promote", "recommend", "publish",
+        "extract", "embed", "embed", "codes", "train", "promote", "recommend", "publish", "report",
     ]  # fmt: skip
     assert calls[1][1] == {"modality": "text"} and calls[2][1] == {"modality": "image"}
     assert calls[4][1] == {"promote": False} and calls[5][1] == {"version": 7}
-    assert calls[6][1] == {"run_date": "2024-05-01"}
+    assert calls[6][1] == calls[7][1] == calls[8][1] == {"run_date": "2024-05-01"}
     assert list(report.to_dict()["stages"]) == [
         "extract", "embed_text", "embed_image", "codes", "train", "promote", "recommend", "publish_analytics",
+        "report",
     ]  # fmt: skip

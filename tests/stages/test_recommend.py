@@ -19,6 +19,7 @@ from pipeline.app.cli import app
 from pipeline.app.show import show_user
 from pipeline.core.config import Settings
 from pipeline.core.errors import PipelineError
+from pipeline.stages.publish import publish_night
 from pipeline.stages.recommend import SCHEMA, _block_table, run_recommend
 from pipeline.warehouse.dataset import load_histories
 
@@ -37,7 +38,7 @@ def champion(tmp_path_factory: pytest.TempPathFactory) -> Settings:
 
 def test_writes_top_k_for_every_user(champion: Settings) -> None:
     report = run_recommend(champion, "tiny", YESTERDAY, 5)
-    table = pq.read_table(champion.recommendations_partition("tiny", YESTERDAY) / "part-0.parquet")
+    table = pq.read_table(champion.pending_partition("tiny", YESTERDAY) / "part-0.parquet")
     assert table.schema == SCHEMA
     assert report.users == 60 and report.rows == table.num_rows == 300
     rows = table.to_pylist()
@@ -58,15 +59,15 @@ def test_writes_top_k_for_every_user(champion: Settings) -> None:
 
 def test_rerun_same_date_is_identical_and_leaves_other_dates(champion: Settings) -> None:
     run_recommend(champion, "tiny", YESTERDAY, 5)
-    yesterday = (champion.recommendations_partition("tiny", YESTERDAY) / "part-0.parquet").read_bytes()
+    yesterday = (champion.pending_partition("tiny", YESTERDAY) / "part-0.parquet").read_bytes()
     run_recommend(champion, "tiny", TODAY, 5)
-    first = pq.read_table(champion.recommendations_partition("tiny", TODAY))
+    first = pq.read_table(champion.pending_partition("tiny", TODAY))
     run_recommend(champion, "tiny", TODAY, 5)
-    second = pq.read_table(champion.recommendations_partition("tiny", TODAY))
+    second = pq.read_table(champion.pending_partition("tiny", TODAY))
     assert first.equals(second)
-    today_files = champion.recommendations_partition("tiny", TODAY).iterdir()
+    today_files = champion.pending_partition("tiny", TODAY).iterdir()
     assert [p.name for p in today_files] == ["part-0.parquet"]
-    yesterday_part = champion.recommendations_partition("tiny", YESTERDAY) / "part-0.parquet"
+    yesterday_part = champion.pending_partition("tiny", YESTERDAY) / "part-0.parquet"
     assert yesterday_part.read_bytes() == yesterday
 
 
@@ -89,8 +90,7 @@ def test_kill_mid_write_keeps_yesterday_and_todays_good_output(champion: Setting
     run_recommend(champion, "tiny", YESTERDAY, 5)
     run_recommend(champion, "tiny", TODAY, 5)
     before = {
-        d: (champion.recommendations_partition("tiny", d) / "part-0.parquet").read_bytes()
-        for d in (YESTERDAY, TODAY)
+        d: (champion.pending_partition("tiny", d) / "part-0.parquet").read_bytes() for d in (YESTERDAY, TODAY)
     }
     env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")} | {
         "MMSR_HOME": str(champion.home),
@@ -119,11 +119,11 @@ def test_kill_mid_write_keeps_yesterday_and_todays_good_output(champion: Setting
     staged = list((champion.dataset_dir("tiny") / ".staging").glob("recommendations-*/part-0.parquet"))
     assert staged, "the killed run had started writing its staging file"
     for day, content in before.items():
-        assert (champion.recommendations_partition("tiny", day) / "part-0.parquet").read_bytes() == content
+        assert (champion.pending_partition("tiny", day) / "part-0.parquet").read_bytes() == content
     # the next good run cleans the dead run's staging folder and replaces today only
     run_recommend(champion, "tiny", TODAY, 7)
     assert not list((champion.dataset_dir("tiny") / ".staging").iterdir())
-    assert pq.read_table(champion.recommendations_partition("tiny", TODAY)).num_rows == 60 * 7
+    assert pq.read_table(champion.pending_partition("tiny", TODAY)).num_rows == 60 * 7
 
 
 def test_exception_mid_write_keeps_outputs_and_cleans_staging(
@@ -132,7 +132,7 @@ def test_exception_mid_write_keeps_outputs_and_cleans_staging(
     import pipeline.stages.recommend as recommend
 
     run_recommend(champion, "tiny", TODAY, 5)
-    before = (champion.recommendations_partition("tiny", TODAY) / "part-0.parquet").read_bytes()
+    before = (champion.pending_partition("tiny", TODAY) / "part-0.parquet").read_bytes()
     real, calls = recommend._block_table, []
 
     def failing(*args: object) -> object:
@@ -144,7 +144,7 @@ def test_exception_mid_write_keeps_outputs_and_cleans_staging(
     monkeypatch.setattr(recommend, "_block_table", failing)
     with pytest.raises(RuntimeError, match="disk full"):
         run_recommend(champion, "tiny", TODAY, 9)
-    assert (champion.recommendations_partition("tiny", TODAY) / "part-0.parquet").read_bytes() == before
+    assert (champion.pending_partition("tiny", TODAY) / "part-0.parquet").read_bytes() == before
     assert not list((champion.dataset_dir("tiny") / ".staging").iterdir())
 
 
@@ -153,7 +153,7 @@ def test_no_champion_is_a_clear_error_and_writes_nothing(mmsr_home: Path) -> Non
     root = write_tiny_warehouse(settings)
     with pytest.raises(PipelineError, match="no champion model for 'mmsr-tiny'.*mmsr train"):
         run_recommend(settings, "tiny", TODAY, 5)
-    assert not (root / "recommendations").exists() and not (root / ".staging").exists()
+    assert not (root / "pending").exists() and not (root / ".staging").exists()
 
 
 def test_empty_dataset_is_a_clear_error(mmsr_home: Path) -> None:
@@ -164,11 +164,12 @@ def test_empty_dataset_is_a_clear_error(mmsr_home: Path) -> None:
         pq.write_table(table.slice(0, 0), root / f"{name}.parquet")
     with pytest.raises(PipelineError, match="no users or items"):
         run_recommend(settings, "tiny", TODAY, 5)
-    assert not (root / "recommendations").exists()
+    assert not (root / "pending").exists()
 
 
 def test_show_prints_history_and_titles(champion: Settings) -> None:
     run_recommend(champion, "tiny", TODAY, 5)
+    publish_night(champion, "tiny", TODAY)  # show reads the published nights
     console = Console(record=True, width=200)
     show_user(champion, "tiny", "tiny-U004", 3, console=console)
     text = console.export_text()
@@ -221,6 +222,7 @@ def test_real_gift_cards_train_recommend_show(shared_data: Path, mmsr_home: Path
     assert trained.promotion["promoted"] and trained.promotion["split"] == "test"  # refit by default
     assert trained.promotion["challenger_value"] == pytest.approx(trained.test["ndcg_at_10"], abs=1e-6)
     report = run_recommend(settings, "gift", TODAY, 10)
+    assert publish_night(settings, "gift", TODAY)["health"]["gate_passed"]
     index, sequences = load_histories(settings, "gift")
     assert report.users == len(index.user_ids) == len(sequences) and report.rows == 10 * report.users
     rows = pq.read_table(settings.recommendations_partition("gift", TODAY)).to_pylist()
@@ -228,3 +230,44 @@ def test_real_gift_cards_train_recommend_show(shared_data: Path, mmsr_home: Path
     console = Console(record=True, width=250)
     show_user(settings, "gift", rows[0]["user_id"], 5, console=console)
     assert "Gift Card" in console.export_text()
+
+
+def test_collapsed_model_is_stopped_by_the_gate_and_yesterday_stays_latest(
+    champion: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A champion that recommends the same items to everyone: the night never reaches analysts."""
+    import duckdb
+
+    import pipeline.stages.recommend as recommend
+
+    good, broken = date(2026, 4, 1), date(2026, 4, 2)
+    run_recommend(champion, "tiny", good, 10)
+    assert publish_night(champion, "tiny", good)["health"]["gate_passed"]
+    real_load = recommend._load_champion
+
+    def collapsed_champion(settings: Settings, dataset: str) -> tuple[object, int]:
+        wrapper, version = real_load(settings, dataset)
+
+        def same_for_everyone(histories: list, k: int, exclude_seen: bool = True) -> tuple:
+            ids = np.tile(np.arange(k), (len(histories), 1))
+            return ids, np.tile(np.linspace(1.0, 0.1, k, dtype=np.float32), (len(histories), 1))
+
+        wrapper.top_k = same_for_everyone
+        return wrapper, version
+
+    monkeypatch.setattr(recommend, "_load_champion", collapsed_champion)
+    run_recommend(champion, "tiny", broken, 10)
+    with pytest.raises(PipelineError, match="publish gate stopped 'tiny' 2026-04-02: coverage at 20 fell"):
+        publish_night(champion, "tiny", broken)
+    con = duckdb.connect(str(champion.analytics_db), read_only=True)
+    try:
+        latest = con.execute("SELECT DISTINCT run_date FROM latest_recommendations").fetchall()
+        health = con.execute(
+            "SELECT run_date, gate_passed, published FROM recommendation_health WHERE run_date >= ? "
+            "ORDER BY run_date",
+            [good],
+        ).fetchall()
+    finally:
+        con.close()
+    assert latest == [(good,)]
+    assert health == [(good, True, True), (broken, False, False)]

@@ -17,7 +17,7 @@ from tiny_warehouse import TINY_MODEL, tiny_settings, write_tiny_warehouse
 
 from pipeline.core.errors import PipelineError
 from pipeline.serving.registry import registered_name
-from pipeline.stages.publish import publish_analytics
+from pipeline.stages.publish import publish_night
 from pipeline.stages.recommend import run_recommend
 from pipeline.stages.train import run as train_stage
 from pipeline.stages.train.run import TrainReport, run_train
@@ -244,7 +244,10 @@ def test_full_cycle_recommend_publish_query(trained: tuple) -> None:
     settings, report, _ = trained
     rec = run_recommend(settings, "tiny", date(2026, 1, 2), 5)
     assert rec.model_version == report.model_version and rec.users == 60
-    db = publish_analytics(settings)
+    published = publish_night(settings, "tiny", date(2026, 1, 2))
+    health = published["health"]  # the served version's test metrics come from model_runs
+    assert health["gate_passed"] and health["test_ndcg_at_10"] == pytest.approx(report.test["ndcg_at_10"])
+    db = settings.analytics_db
     con = duckdb.connect(str(db), read_only=True)
     try:
         rows = con.execute(
