@@ -76,8 +76,11 @@ def _run_step(step: Step, dataset: str, upstream: dict[str, dict[str, Any]]) -> 
     from pipeline.orchestration.isolated import run_stage_isolated
 
     def run(settings: Settings) -> dict[str, Any]:
-        report = run_stage_isolated(settings, step.stage, dataset, _step_args(step, upstream))
-        return {"run_date": _run_date().isoformat(), **report} if step.name == "extract" else report
+        # resolved before the stage starts: a malformed run_date fails the first task at once
+        run_date = _run_date()
+        args = step.stage_args(run_date if step.takes_run_date else None, upstream)
+        report = run_stage_isolated(settings, step.stage, dataset, args)
+        return {"run_date": run_date.isoformat(), **report} if step.name == "extract" else report
 
     return _fail_fast(run)
 
@@ -103,20 +106,25 @@ def _combine(step: Step, dataset: str, upstream: dict[str, dict[str, Any]]) -> d
 
 
 def _add_step(
-    step: Step, dataset: str, shards: int, outlets: list[Asset], upstream: dict[str, Any]
+    step: Step, dataset: str, settings: Settings, outlets: list[Asset], upstream: dict[str, Any]
 ) -> tuple[Any, Any]:
-    """The first and last task of ``step``: one task, or mapped shard tasks and a combine."""
-    settings = {"execution_timeout": step.timeout}
+    """The first and last task of ``step``: one task, or mapped shard tasks and a combine.
+
+    The tasks that run a GPU-capable stage take a slot of ``settings.gpu_pool``, so two of
+    them never share the one GPU (a combine only merges files and needs no slot).
+    """
+    timeout = {"execution_timeout": step.timeout}
+    gpu = {"pool": settings.gpu_pool} if step.uses_gpu else {}
     finals = {"outlets": outlets} if step.writes_recommendations else {}
-    if shards == 1 or not step.shardable:
-        single = task(task_id=step.name, **settings, **finals)(_run_step)(step, dataset, upstream)
+    if settings.shards == 1 or not step.shardable:
+        single = task(task_id=step.name, **timeout, **gpu, **finals)(_run_step)(step, dataset, upstream)
         return single, single
     mapped = (
-        task(task_id=f"{step.name}_shard", **settings)(_run_shard)
+        task(task_id=f"{step.name}_shard", **timeout, **gpu)(_run_shard)
         .partial(step=step, dataset=dataset, upstream=upstream)
-        .expand(shard=list(range(shards)))
+        .expand(shard=list(range(settings.shards)))
     )
-    combined = task(task_id=step.name, **settings, **finals)(_combine)(step, dataset, upstream)
+    combined = task(task_id=step.name, **timeout, **finals)(_combine)(step, dataset, upstream)
     mapped >> combined
     return mapped, combined
 
@@ -132,7 +140,7 @@ def build_dag(settings: Settings, dataset: str) -> DAG:
         start_date=START_DATE,
         catchup=False,
         max_active_runs=1,
-        default_args=DEFAULT_ARGS,
+        default_args={**DEFAULT_ARGS, "retry_delay": timedelta(seconds=settings.retry_delay_s)},
         params={
             "run_date": Param(
                 None,
@@ -151,7 +159,7 @@ def build_dag(settings: Settings, dataset: str) -> DAG:
         last: dict[str, Any] = {}
         for step in NIGHTLY_STEPS:
             upstream = {source: last[source] for source, _ in step.inputs.values()}
-            first[step.name], last[step.name] = _add_step(step, dataset, settings.shards, outlets, upstream)
+            first[step.name], last[step.name] = _add_step(step, dataset, settings, outlets, upstream)
             for before in step.after:
                 last[before] >> first[step.name]
 
