@@ -78,6 +78,9 @@ class Result:
     train_seconds: float
     n_train: int
     stop: str  # "patience", "budget" (time budget spent) or "max epochs"
+    #: HR@20 over the cold test targets (items in no training sample) and how many there are
+    cold_hr_at_20: float = float("nan")
+    n_cold: int = 0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -263,9 +266,11 @@ def run_split(args: argparse.Namespace, home: Path, split: str, on_result: Calla
 
 def result_row(split: str, label: str, config: Any, data: Any, model: Any, history: Any) -> Result:
     """The test-split row of one trained model."""
-    from mmsr_model.evaluation import evaluate
+    from mmsr_model.evaluation import evaluate_breakdown
 
-    test = evaluate(model, data, "test", KS)
+    groups = evaluate_breakdown(model, data, "test", KS)
+    test = {k: v for k, v in groups["all"].items() if k != "n_samples"}
+    cold = groups.get("cold", {})
     log.info("%s / %s test: %s", split, label, {k: round(v, 4) for k, v in test.items()})
     return Result(
         split=split,
@@ -277,6 +282,8 @@ def result_row(split: str, label: str, config: Any, data: Any, model: Any, histo
         train_seconds=history.seconds,
         n_train=history.n_train_samples,
         stop=stop_reason(history),
+        cold_hr_at_20=cold.get("hr_at_20", float("nan")),
+        n_cold=int(cold.get("n_samples", 0)),
     )
 
 
@@ -334,19 +341,21 @@ def render(args: argparse.Namespace, results: list[Result], wall: float, command
             "epochs",
             "stop",
             "train s",
+            "cold HR@20",
         ]
         lines += ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
         for r in rows:
             cells = [r.label, *[f"{100 * r.test[m]:.2f}" for m in metrics]]
             cells += [f"{100 * r.best_val:.2f}", str(r.best_epoch), str(r.epochs), r.stop]
-            cells.append(f"{r.train_seconds:.0f}")
+            cells += [f"{r.train_seconds:.0f}", f"{100 * r.cold_hr_at_20:.2f}"]
             lines.append("| " + " | ".join(cells) + " |")
         if split == "ratio":
             ref = ", ".join(
                 f"{k.replace('_at_', '@').upper()} {100 * v:.2f}%" for k, v in PUBLIC_RATIO.items()
             )
             lines += ["", f"Public code's own Beauty log (test-set epoch selection): {ref}."]
-        lines += ["", f"Train samples per model: {rows[0].n_train if rows else 0}.", ""]
+        n_train, n_cold = (rows[0].n_train, rows[0].n_cold) if rows else (0, 0)
+        lines += ["", f"Train samples per model: {n_train}. Cold test targets (cold HR@20): {n_cold}.", ""]
     return "\n".join(lines)
 
 

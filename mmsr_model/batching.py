@@ -17,6 +17,7 @@ import torch
 
 from mmsr_model.base import SequentialRecommender
 from mmsr_model.data import SequenceData, TargetSet
+from mmsr_model.distributed import my_share
 
 
 def train_samples(data: SequenceData, max_samples: int | None = None, seed: int = 0) -> TargetSet:
@@ -83,10 +84,16 @@ def batches(
     batch_size: int,
     prefetch: bool,
 ) -> Iterator[tuple[Any, torch.Tensor]]:
-    """CPU batches in ``order``; with ``prefetch`` the next one is built while the caller steps."""
+    """CPU batches in ``order``; with ``prefetch`` the next one is built while the caller steps.
+
+    Under data-parallel training each batch is this rank's share of the global batch
+    (``None, None`` when the share is empty: the last global batch may be smaller than the
+    number of ranks).
+    """
 
     def build(start: int) -> tuple[Any, torch.Tensor]:
-        return build_batch(model, data, samples, order[start : start + batch_size])
+        share = my_share(order[start : start + batch_size])
+        return build_batch(model, data, samples, share) if len(share) else (None, None)
 
     starts = range(0, len(order), batch_size)
     if not prefetch:

@@ -38,6 +38,11 @@ class TrainingConfig(BaseModel):
     eval_metric: str = Field(
         "ndcg_at_10", pattern=METRIC_PATTERN, description="validation metric for early stopping"
     )
+    loss: Literal["full_softmax", "sampled_softmax"] = Field(
+        "full_softmax", description="cross-entropy over every item, or over uniformly sampled negatives"
+    )
+    negatives: int = Field(256, ge=1, description="negatives per batch for sampled_softmax")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the cross-entropy")
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu' or 'cuda[:N]'")
 
 
@@ -91,6 +96,14 @@ class MMSRArchitecture(ModelConfig):
     )
     score_scale: float | None = Field(
         None, gt=0, description="None: dot-product scores; a number: cosine scores times this scale"
+    )
+    item_content: Literal["none", "add"] = Field(
+        "none",
+        description="item vectors (graph inputs and the scoring table): the ID embedding alone, or plus a "
+        "learned projection of each modality's content vector, so items seldom trained on score by content",
+    )
+    content_norm: Literal["l2", "whiten"] = Field(
+        "l2", description="content vectors are centred, then L2-normalised or PCA-whitened, before projection"
     )
     modality_drop_p: float = Field(
         0.0, ge=0, le=1, description="while training, each item loses each modality's links with this chance"

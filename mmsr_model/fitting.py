@@ -18,10 +18,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from mmsr_model import distributed
 from mmsr_model.base import SequentialRecommender
 from mmsr_model.batching import batches, epoch_order
 from mmsr_model.checkpoint import Trainee
 from mmsr_model.data import SequenceData, TargetSet
+from mmsr_model.distributed import my_share, reduce_gradients, sum_over_ranks
+from mmsr_model.objectives import FULL_SOFTMAX, Objective
 
 log = logging.getLogger(__name__)
 
@@ -52,22 +55,40 @@ def mixed_precision(device: torch.device) -> tuple[Autocast, torch.amp.GradScale
 
 
 def train_step(
-    trainee: Trainee, batch: Any, targets: torch.Tensor, device: torch.device, autocast: Autocast
+    trainee: Trainee,
+    batch: Any,
+    targets: torch.Tensor | None,
+    device: torch.device,
+    autocast: Autocast,
+    objective: Objective = FULL_SOFTMAX,
+    share: float = 1.0,
 ) -> float:
     """One optimisation step on a CPU batch from ``model.prepare_samples``; the batch's loss.
 
-    Raises ``FloatingPointError`` (before any update) when the loss is not finite.
+    Under data-parallel training ``batch`` is this rank's part (``None``: none) and
+    ``share`` its fraction of the global batch; the gradients and the returned loss are
+    then the global batch's. Raises ``FloatingPointError`` (before any update) when the
+    loss is not finite.
     """
     model, optimizer, scaler = trainee.model, trainee.optimizer, trainee.scaler
-    with autocast():
-        loss = model.calculate_loss(model.batch_to(batch, device), targets.to(device, non_blocking=True))
-    if not torch.isfinite(loss):
-        raise FloatingPointError(f"{model.name}: loss is {loss.item()}")
+    loss = None
+    if batch is not None:
+        with autocast():
+            loss = objective.loss(
+                model, model.batch_to(batch, device), targets.to(device, non_blocking=True), trainee.shuffler
+            )
+    value = 0.0 if loss is None else loss.item()
+    if not math.isfinite(sum_over_ranks(0.0 if math.isfinite(value) else math.inf, device)):
+        raise FloatingPointError(f"{model.name}: loss is {value}")
     optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
+    if loss is not None:
+        scaler.scale(loss).backward()
+    if distributed.active():
+        reduce_gradients((p for p in model.parameters() if p.requires_grad), share)
+        value = sum_over_ranks(value * share, device)
     scaler.step(optimizer)
     scaler.update()
-    return loss.item()
+    return value
 
 
 def fit_epoch(
@@ -80,6 +101,7 @@ def fit_epoch(
     batch_size: int,
     bucket_by_length: bool | None = None,
     prefetch: bool = True,
+    objective: Objective = FULL_SOFTMAX,
 ) -> float:
     """One optimisation pass over ``samples`` in the shuffler's order; the mean loss."""
     model = trainee.model
@@ -94,8 +116,10 @@ def fit_epoch(
     )
     loss_sum, steps = 0.0, 0
     for batch, targets in steps_bar:
+        chunk = order[steps * batch_size : (steps + 1) * batch_size]  # the global batch
+        share = len(my_share(chunk)) / len(chunk)
         try:
-            loss_sum += train_step(trainee, batch, targets, device, autocast)
+            loss_sum += train_step(trainee, batch, targets, device, autocast, objective, share)
         except FloatingPointError as error:
             raise FloatingPointError(f"{error} at epoch {epoch}, step {steps + 1}") from None
         steps += 1

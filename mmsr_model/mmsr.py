@@ -5,7 +5,9 @@ Code nodes get trainable embeddings initialised from the modality's cluster cent
 projected to ``hidden_size`` by a fixed seeded random projection (distance-preserving,
 so items that share a look or a description start close). With
 ``modality_nodes="raw"`` every item gets one node per modality whose state is its
-feature vector through a trainable linear map.
+feature vector through a trainable linear map. With ``item_content="add"`` each item's
+vector, in the graph and in the scoring table alike, is its ID embedding plus a learned
+projection of its content vectors (a learned vector stands in for a missing modality).
 """
 
 from __future__ import annotations
@@ -67,10 +69,11 @@ class MMSR(SequentialRecommender):
         )
         self.score_scale = config.score_scale
         codes = config.modality_nodes == "codes"
+        content = [m for m in modalities if config.item_content == "add" and m in item_features]
         self._data_kwargs = {
             "item_codes": {m: item_codes[m] for m in modalities if codes},
             "code_centres": {m: code_centres[m] for m in modalities if codes},
-            "item_features": {m: item_features[m] for m in modalities if not codes},
+            "item_features": {m: item_features[m] for m in modalities if not codes or m in content},
         }
         hidden_size, seed = config.hidden_size, config.seed
         # graph "codes" per node type: real codes, or the item id itself for raw feature nodes
@@ -99,6 +102,16 @@ class MMSR(SequentialRecommender):
                     )
                     self.feature_proj[m] = nn.Linear(features.shape[1], hidden_size)
             self.layers = nn.ModuleList(HANLayer(config) for _ in range(config.num_layers))
+            self.content_proj = nn.ModuleDict()
+            self.content_missing = nn.ParameterDict()
+            for m in content:
+                vectors, present = content_vectors(item_features[m], config.content_norm)
+                self.register_buffer(f"content_{m}", torch.from_numpy(vectors), persistent=False)
+                self.register_buffer(f"content_present_{m}", torch.from_numpy(present), persistent=False)
+                self.content_proj[m] = nn.Linear(vectors.shape[1], hidden_size, bias=False)
+                # content vectors have unit norm on average: projected, they start at the ID embeddings' scale
+                nn.init.normal_(self.content_proj[m].weight, std=hidden_size**-0.5)
+                self.content_missing[m] = nn.Parameter(torch.zeros(hidden_size))
         self.dropout = nn.Dropout(config.dropout)
         self.readout_dropout = nn.Dropout(config.readout_dropout)
         self._cache: GraphCache | None = None
@@ -133,6 +146,9 @@ class MMSR(SequentialRecommender):
         log.info(
             "MMSR graph modalities: %s (%s nodes)", available or "none, ID-only", "raw" if raw else "code"
         )
+        if config.item_content == "add":
+            content = [m for m in available if m in data.item_features]
+            log.info("MMSR item vectors: ID + content of %s", content or "no modality (ID only)")
         return cls(
             data.n_items,
             config.model_copy(update={"modalities": available}),
@@ -197,7 +213,7 @@ class MMSR(SequentialRecommender):
     # --- network ---
     def _node_states(self, batch: GraphBatch) -> torch.Tensor:
         values = batch.node_value.split(batch.type_counts)
-        parts = [self.item_emb(values[0])]
+        parts = [self._item_vectors(values[0])]
         for m in NODE_TYPES[1:]:
             ids = values[NODE_TYPES.index(m)]
             if m not in self.modalities:
@@ -228,10 +244,43 @@ class MMSR(SequentialRecommender):
         h = self.readout_dropout(h)
         return h if self.score_scale is None else self.score_scale * nn.functional.normalize(h, dim=-1)
 
+    def _item_vectors(self, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """ID embeddings plus projected content, of ``ids`` (None: every item)."""
+        vectors = self.item_emb.weight if ids is None else self.item_emb(ids)
+        for m, proj in self.content_proj.items():
+            content, present = getattr(self, f"content_{m}"), getattr(self, f"content_present_{m}")
+            if ids is not None:
+                content, present = content[ids], present[ids]
+            if (dropped := self._dropped.get(NODE_TYPES.index(m))) is not None:
+                kept = torch.from_numpy(~dropped).to(present.device)
+                present = present & (kept if ids is None else kept[ids])
+            vectors = vectors + torch.where(present[:, None], proj(content), self.content_missing[m])
+        return vectors
+
     def item_embeddings(self) -> torch.Tensor:
         """The item table; unit rows when ``score_scale`` is set (scores = scaled cosines)."""
-        weight = self.item_emb.weight
+        weight = self._item_vectors()
         return weight if self.score_scale is None else nn.functional.normalize(weight, dim=-1)
+
+
+def content_vectors(features: np.ndarray, norm: str) -> tuple[np.ndarray, np.ndarray]:
+    """Content vectors centred, then L2-normalised or PCA-whitened (scaled to unit norm on average).
+
+    Returns the vectors (zero rows where the item has none) and the mask of items that have one.
+    """
+    x = np.asarray(features, dtype=np.float64)
+    present = ~np.isnan(x).any(axis=1)
+    rows = x[present] - x[present].mean(axis=0) if present.any() else x[present]
+    if norm == "whiten" and len(rows) > 1:
+        _, singular, basis = np.linalg.svd(rows, full_matrices=False)
+        std = singular / np.sqrt(len(rows))
+        keep = std > 1e-6 * std.max()
+        rows = rows @ basis[keep].T / std[keep] / np.sqrt(keep.sum())
+    elif norm == "l2":
+        rows = rows / np.linalg.norm(rows, axis=1, keepdims=True).clip(1e-12)
+    out = np.zeros((len(x), rows.shape[1]), dtype=np.float32)
+    out[present] = rows
+    return out, present
 
 
 def _project_centres(centres: np.ndarray, dim: int, seed: int) -> torch.Tensor:

@@ -29,10 +29,12 @@ from mmsr_model.checkpoint import LoopState, Trainee, checkpoint_path, load_chec
 from mmsr_model.config import TrainingConfig
 from mmsr_model.data import SequenceData, TargetSet
 from mmsr_model.device import resolve_device
+from mmsr_model.distributed import from_main, is_main, sync_parameters
 from mmsr_model.early_stopping import EarlyStopping, fresh_state
 from mmsr_model.evaluation import evaluate
 from mmsr_model.fitting import Autocast, fit_epoch, make_trainee
 from mmsr_model.metrics import metric_names
+from mmsr_model.objectives import LossKind, Objective
 from mmsr_model.registry import build_model, model_class
 from mmsr_model.seeding import seed_everything
 
@@ -56,6 +58,9 @@ class TrainConfig:
     eval_metric: str = _DEFAULTS.eval_metric
     eval_ks: tuple[int, ...] = (5, 10, 20)
     seed: int = 2023
+    loss: LossKind = _DEFAULTS.loss
+    negatives: int = _DEFAULTS.negatives
+    label_smoothing: float = _DEFAULTS.label_smoothing
     device: str = _DEFAULTS.device  # autocast (bf16, else fp16 + GradScaler) on CUDA; CPU stays float32
     max_train_samples: int | None = None  # seeded subsample of the train samples (smoke runs)
     prefetch: bool = True  # build the next batch in a background thread during the step
@@ -109,6 +114,7 @@ def train(
     seed_everything(config.seed)
     device = resolve_device(config.device)
     model = build_model(config.model, data, **config.model_params).to(device)
+    sync_parameters(model)
     samples = train_samples(data, config.max_train_samples, config.seed)
     history = TrainHistory(device=str(device), n_train_samples=len(samples))
     started = time.perf_counter()
@@ -176,11 +182,11 @@ def _select_epochs(
         if stopping.record(epoch, score, model):
             history.best_epoch, history.best_val = epoch, _val_part(record)
         history.seconds = earlier_seconds + time.perf_counter() - started
-        if checkpoint is not None:
+        if checkpoint is not None and is_main():
             stopping.state.history = history.to_dict()
             save_checkpoint(checkpoint, trainee, stopping.state)
         epochs_bar.set_postfix(loss=f"{record['train_loss']:.4f}", **{config.eval_metric: f"{score:.4f}"})
-        reason = stopping.stop_reason(epoch, history.best_epoch)
+        reason = from_main(stopping.stop_reason(epoch, history.best_epoch))  # the time budget is rank 0's
         if reason is not None:
             history.stopped_early, history.stopped_by_budget = reason == "patience", reason == "budget"
             break
@@ -203,6 +209,7 @@ def refit(config: TrainConfig, data: SequenceData, history: TrainHistory) -> Seq
     merged = data.with_valid_in_train()
     seed_everything(config.seed)
     model = build_model(config.model, merged, **config.model_params).to(device)
+    sync_parameters(model)
     samples = train_samples(merged, config.max_train_samples, config.seed)
     history.refit_samples = len(samples)
     if not any(p.requires_grad for p in model.parameters()):  # Pop: its counts now include valid targets
@@ -235,6 +242,7 @@ def _fit_epoch(
         config.batch_size,
         config.bucket_by_length,
         config.prefetch,
+        Objective(config.loss, config.negatives, config.label_smoothing),
     )
 
 
@@ -265,7 +273,8 @@ def _validate(
     model: SequentialRecommender, data: SequenceData, config: TrainConfig, device: torch.device
 ) -> dict[str, float]:
     start = time.perf_counter()
-    metrics = evaluate(model, data, "valid", config.eval_ks, device=device)
+    # rank 0 evaluates for every rank (data-parallel), so all take the same early-stopping path
+    metrics = from_main(evaluate(model, data, "valid", config.eval_ks, device=device) if is_main() else None)
     return {**{f"val_{k}": v for k, v in metrics.items()}, "val_seconds": time.perf_counter() - start}
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
+from mmsr_model.base import SequentialRecommender
 from mmsr_model.data import SequenceData, TargetSet
 
 
@@ -45,3 +47,28 @@ def chain_data(
         data.item_codes["text"] = np.stack([items % text_codes, (items + 1) % text_codes], axis=1)
         data.code_centres["text"] = rng.normal(size=(text_codes, 8)).astype(np.float32)
     return data
+
+
+def fit_plainly(
+    model: SequentialRecommender, data: SequenceData, epochs: int, batch_size: int, lr: float = 0.01
+) -> list[float]:
+    """A bare Adam loop over the train split in one seeded order (no harness); the step losses."""
+    torch.manual_seed(0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    train = data.splits["train"]
+    order = np.random.default_rng(0).permutation(len(train))
+    losses = []
+    model.train()
+    for _ in range(epochs):
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            targets = TargetSet(train.users[idx], train.positions[idx])
+            loss = model.calculate_loss(
+                model.prepare_samples(data, targets), torch.from_numpy(data.target_items(targets))
+            )
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+    model.eval()
+    return losses

@@ -74,6 +74,7 @@ def write_tiny_warehouse(
     n_items: int = 40,
     seed: int = 0,
     codes: bool = True,
+    text_vectors: bool = False,
 ) -> Path:
     """Write every table of the data layout for one synthetic dataset; return its folder."""
     rng = np.random.default_rng(seed)
@@ -128,7 +129,22 @@ def write_tiny_warehouse(
     )
     if codes:
         _codes(root, item_ids)
+    if text_vectors:
+        _text_embeddings(root, item_ids)
     return root
+
+
+def _text_embeddings(root: Path, item_ids: list[str], dim: int = 12) -> None:
+    """Seeded text vectors in the embed stage's layout; the last item has none."""
+    from pipeline.stages.embed.store import Embeddings, content_hash, write_embeddings
+
+    vectors = np.random.default_rng(2).normal(size=(len(item_ids), dim)).astype(np.float32)
+    missing: list[str | None] = [None] * (len(item_ids) - 1) + ["no_text"]
+    vectors[-1] = np.nan
+    hashes = [content_hash(i) for i in item_ids]
+    write_embeddings(
+        Embeddings(item_ids, "test:enc", hashes, vectors, missing), root / "embeddings" / "text.parquet"
+    )
 
 
 def register_untrained(settings: Settings, dataset: str = "tiny") -> PromotionDecision:

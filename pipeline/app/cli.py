@@ -126,8 +126,16 @@ def train(
     config: ConfigOpt = None,
     promote: Annotated[bool, typer.Option(help="Run the champion/challenger gate after registering.")] = True,
 ) -> None:
-    """Train MMSR, log and register it in MLflow, and run the promotion gate."""
+    """Train MMSR, log and register it in MLflow, and run the promotion gate.
+
+    With ``train_processes`` > 1 training runs data-parallel under torchrun.
+    """
     settings = _settings(config)
+    if settings.train_processes > 1:
+        from pipeline.orchestration.isolated import run_stage_isolated
+
+        _run(lambda: run_stage_isolated(settings, "train", dataset, {"promote": promote}))
+        return
     from pipeline.stages.train.run import run_train
 
     _run(lambda: run_train(settings, dataset, promote=promote))

@@ -100,6 +100,13 @@ class Settings(BaseSettings):
     codes_c: int = Field(30, ge=1, description="clusters per modality")
     codes_k: int = Field(3, ge=1, description="nearest centres linked to each item")
     codes_reduce_dim: int | None = Field(None, description="PCA dimension before k-means; None = off")
+    codes_whiten: bool = Field(False, description="PCA-whiten the vectors before clustering")
+    codes_levels: int = Field(
+        1,
+        ge=1,
+        description="1: plain k-means (codes_k nearest centres per item); L > 1: a residual quantiser "
+        "of L codebooks of codes_c codes, each item linked to one code per level",
+    )
 
     # train / registry
     model: ModelSettings = Field(default_factory=ModelSettings)
@@ -116,6 +123,13 @@ class Settings(BaseSettings):
     )
     promotion_margin: float = Field(
         0.0, ge=0, description="how much the challenger must beat the champion by"
+    )
+
+    train_processes: int = Field(
+        1,
+        ge=1,
+        description="data-parallel processes of the train stage on this node (torchrun; one per GPU); "
+        "1 = a single process",
     )
 
     # recommend

@@ -57,13 +57,17 @@ def _run_date() -> date:
 
 
 def _fail_fast(run: Callable[[Settings], dict[str, Any]]) -> dict[str, Any]:
-    """Call ``run`` with the worker's current settings; a ``PipelineError`` fails the task without retries."""
+    """Call ``run`` with the worker's current settings and return its report with the run's date.
+
+    A ``PipelineError`` (a malformed run_date included) fails the task without retries.
+    """
     from airflow.sdk.exceptions import AirflowFailException
 
     from pipeline.core.config import load_settings
 
     try:
-        return run(load_settings())
+        # the date first (a dict display runs left to right): a bad run_date fails before any work
+        return {"run_date": _run_date().isoformat(), **run(load_settings())}
     except PipelineError as exc:  # bad input: a retry would fail the same way
         raise AirflowFailException(str(exc)) from exc
 
@@ -75,14 +79,9 @@ def _step_args(step: Step, upstream: dict[str, dict[str, Any]]) -> dict[str, Any
 def _run_step(step: Step, dataset: str, upstream: dict[str, dict[str, Any]]) -> dict[str, Any]:
     from pipeline.orchestration.isolated import run_stage_isolated
 
-    def run(settings: Settings) -> dict[str, Any]:
-        # resolved before the stage starts: a malformed run_date fails the first task at once
-        run_date = _run_date()
-        args = step.stage_args(run_date if step.takes_run_date else None, upstream)
-        report = run_stage_isolated(settings, step.stage, dataset, args)
-        return {"run_date": run_date.isoformat(), **report} if step.name == "extract" else report
-
-    return _fail_fast(run)
+    return _fail_fast(
+        lambda settings: run_stage_isolated(settings, step.stage, dataset, _step_args(step, upstream))
+    )
 
 
 def _run_shard(step: Step, dataset: str, shard: int, upstream: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -54,7 +54,7 @@ def run_stage_isolated(
             "PYTHONUNBUFFERED": "1",
             "TQDM_MININTERVAL": os.environ.get("TQDM_MININTERVAL", "5"),
         }
-        cmd = [sys.executable, "-m", "pipeline.orchestration.isolated", str(spec_path), str(result_path)]
+        cmd = _command(settings, stage) + [str(spec_path), str(result_path)]
         log.info("stage %s (dataset=%s) in a fresh interpreter: %s", stage, dataset, " ".join(cmd))
         tail: deque[str] = deque(maxlen=_OUTPUT_TAIL_LINES)
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
@@ -82,21 +82,43 @@ def run_stage_isolated(
     return result["report"]
 
 
+def _command(settings: Settings, stage: str) -> list[str]:
+    """The child's command: this module, or ``torchrun`` over it for a data-parallel train stage."""
+    child = ["-m", "pipeline.orchestration.isolated"]
+    if stage == "train" and settings.train_processes > 1:
+        launch = [
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={settings.train_processes}",
+        ]
+        return [sys.executable, *launch, *child]
+    return [sys.executable, *child]
+
+
 def _child_main(spec_path: Path, result_path: Path) -> int:
-    """Entry point of the fresh interpreter: run the stage, write its report or its PipelineError."""
+    """Entry point of the fresh interpreter: run the stage, write its report or its PipelineError.
+
+    Under ``torchrun`` every rank runs the stage inside the process group; rank 0 writes
+    the result.
+    """
+    from mmsr_model.distributed import is_main, process_group_from_environment
     from pipeline.core.logs import setup_logging
     from pipeline.orchestration.stages import run_stage
 
     spec = json.loads(spec_path.read_text(encoding="utf-8"))
     settings = Settings(**spec["settings"])
     setup_logging(settings.log_level)
-    try:
-        report = run_stage(settings, spec["stage"], spec["dataset"], spec["args"])
-    except PipelineError as exc:
-        log.error("%s", exc)
-        result_path.write_text(json.dumps({"pipeline_error": str(exc)}), encoding="utf-8")
-        return 1
-    result_path.write_text(json.dumps({"report": report}), encoding="utf-8")
+    with process_group_from_environment(settings.model.device):
+        try:
+            report = run_stage(settings, spec["stage"], spec["dataset"], spec["args"])
+        except PipelineError as exc:
+            log.error("%s", exc)
+            if is_main():
+                result_path.write_text(json.dumps({"pipeline_error": str(exc)}), encoding="utf-8")
+            return 1
+        if is_main():
+            result_path.write_text(json.dumps({"report": report}), encoding="utf-8")
     return 0
 
 

@@ -45,6 +45,7 @@ class ModalityCodes:
     inertia: float
     cluster_sizes: dict[str, int]
     warnings: list[str] = field(default_factory=list)
+    levels: int = 1
 
 
 @dataclass
@@ -62,9 +63,21 @@ class CodesReport:
 
 
 def cluster(
-    vectors: np.ndarray, c: int, k: int, reduce_dim: int | None, seed: int
+    vectors: np.ndarray,
+    c: int,
+    k: int,
+    reduce_dim: int | None,
+    seed: int,
+    whiten: bool = False,
+    levels: int = 1,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, ModalityCodes]:
-    """``(centres in the input space (c, dim), codes (n, k), distances (n, k), summary)``."""
+    """``(centres in the input space, codes (n, k), distances (n, k), summary)``.
+
+    One level: ``c`` k-means centres, each item linked to its ``k`` nearest. Several
+    levels (a residual quantiser): level ``l`` clusters what the levels before it left
+    unexplained into ``c`` more codes (numbered ``l * c ...``); each item links to its
+    nearest code of every level, coarse first, so ``k`` is the number of levels.
+    """
     from sklearn.cluster import MiniBatchKMeans
     from sklearn.decomposition import PCA
 
@@ -73,42 +86,69 @@ def cluster(
     if c > n:
         notes.append(f"codes_c={c} > {n} items with vectors: clamped to c={n}")
         c = n
-    if k > c:
+    if levels == 1 and k > c:
         notes.append(f"codes_k={k} > c={c}: clamped to k={c}")
         k = c
     for note in notes:
         log.warning("%s", note)
     space = vectors.astype(np.float64)
     pca = None
-    if reduce_dim is not None and reduce_dim < dim:
-        components = min(reduce_dim, n)
-        pca = PCA(n_components=components, random_state=seed)
+    if whiten or (reduce_dim is not None and reduce_dim < dim):
+        components = min(reduce_dim or dim, n, dim)
+        pca = PCA(n_components=components, whiten=whiten, random_state=seed)
         space = pca.fit_transform(space)
-    kmeans = MiniBatchKMeans(
-        n_clusters=c, random_state=seed, n_init=KMEANS_N_INIT, batch_size=max(1024, 3 * c), max_iter=200
-    )
-    kmeans.fit(space)
-    distances = np.sqrt(
-        np.maximum(
-            (space**2).sum(1)[:, None]
-            - 2 * space @ kmeans.cluster_centers_.T
-            + (kmeans.cluster_centers_**2).sum(1),
-            0.0,
+
+    def kmeans(level: int) -> MiniBatchKMeans:
+        return MiniBatchKMeans(
+            n_clusters=c,
+            random_state=seed + level,
+            n_init=KMEANS_N_INIT,
+            batch_size=max(1024, 3 * c),
+            max_iter=200,
         )
-    )
-    order = np.argsort(distances, axis=1, kind="stable")[:, :k]
-    nearest = np.take_along_axis(distances, order, axis=1)
-    centres = pca.inverse_transform(kmeans.cluster_centers_) if pca is not None else kmeans.cluster_centers_
+
+    def to_input_space(points: np.ndarray, residual: bool) -> np.ndarray:
+        """Cluster-space points back in the embedding space (a residual has no mean to add back)."""
+        if pca is None:
+            return points
+        return pca.inverse_transform(points) - (pca.mean_ if residual else 0.0)
+
+    if levels == 1:
+        model = kmeans(0).fit(space)
+        distances = np.sqrt(
+            np.maximum(
+                (space**2).sum(1)[:, None]
+                - 2 * space @ model.cluster_centers_.T
+                + (model.cluster_centers_**2).sum(1),
+                0.0,
+            )
+        )
+        order = np.argsort(distances, axis=1, kind="stable")[:, :k]
+        nearest = np.take_along_axis(distances, order, axis=1)
+        centres = to_input_space(model.cluster_centers_, residual=False)
+        inertia = float(model.inertia_)
+    else:
+        residual, codes, gaps, books = space, [], [], []
+        for level in range(levels):
+            model = kmeans(level).fit(residual)
+            chosen = model.predict(residual)
+            residual = residual - model.cluster_centers_[chosen]
+            codes.append(chosen + level * c)
+            gaps.append(np.linalg.norm(residual, axis=1))
+            books.append(to_input_space(model.cluster_centers_, residual=level > 0))
+        order, nearest, centres = np.stack(codes, 1), np.stack(gaps, 1), np.concatenate(books)
+        inertia, k = float((residual**2).sum()), levels
     sizes = np.bincount(order[:, 0], minlength=c)
     summary = ModalityCodes(
         items=n,
-        c=c,
+        c=len(centres),
         k=k,
         dim=dim,
         cluster_dim=int(space.shape[1]),
-        inertia=round(float(kmeans.inertia_), 4),
+        inertia=round(inertia, 4),
         cluster_sizes={"min": int(sizes.min()), "max": int(sizes.max()), "empty": int((sizes == 0).sum())},
         warnings=notes,
+        levels=levels,
     )
     return centres.astype(np.float32), order.astype(np.int32), nearest.astype(np.float32), summary
 
@@ -139,7 +179,13 @@ def run_codes(settings: Settings, dataset: str) -> CodesReport:
             continue
         item_ids = pc.filter(table["item_id"], pa.array(present)).to_pylist()
         centres, codes, distances, summary = cluster(
-            vectors[present], settings.codes_c, settings.codes_k, settings.codes_reduce_dim, settings.seed
+            vectors[present],
+            settings.codes_c,
+            settings.codes_k,
+            settings.codes_reduce_dim,
+            settings.seed,
+            whiten=settings.codes_whiten,
+            levels=settings.codes_levels,
         )
         write_centres(codes_dir, modality, centres)
         parts.append(item_codes_rows(item_ids, modality, codes, distances))

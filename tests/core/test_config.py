@@ -92,7 +92,7 @@ def test_every_mmsr_setting_reaches_the_network() -> None:
     assert set(params) == {
         "hidden_size", "num_layers", "dropout", "attn_dropout", "max_len", "update", "fusion",
         "modality_nodes", "modalities", "gate", "readout", "readout_dropout", "norm", "residual",
-        "homogeneous_values", "score_scale", "modality_drop_p", "seed",
+        "homogeneous_values", "score_scale", "modality_drop_p", "item_content", "content_norm", "seed",
     }  # fmt: skip
     assert (params["norm"], params["score_scale"], params["residual"]) == ("none", 8.0, False)
 

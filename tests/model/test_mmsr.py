@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from seqdata import fit_plainly
 
 from mmsr_model.data import SequenceData, TargetSet
 from mmsr_model.graph import NODE_TYPES, GraphBatch
@@ -164,22 +165,7 @@ def test_same_seed_same_model_and_scores(data: SequenceData) -> None:
 def test_learns_toy_rule_far_better_than_random(data: SequenceData) -> None:
     torch.manual_seed(0)
     m = model(data, dropout=0.1, attn_dropout=0.0)
-    optimizer = torch.optim.Adam(m.parameters(), lr=0.01)
-    train = data.splits["train"]
-    order = np.random.default_rng(0).permutation(len(train))
-    losses = []
-    for _ in range(8):
-        m.train()
-        for start in range(0, len(order), 128):
-            idx = order[start : start + 128]
-            targets = TargetSet(train.users[idx], train.positions[idx])
-            loss = m.calculate_loss(
-                m.prepare_samples(data, targets), torch.from_numpy(data.target_items(targets))
-            )
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
+    losses = fit_plainly(m, data, epochs=8, batch_size=128)
     test = data.splits["test"]
     m.eval()
     with torch.no_grad():

@@ -110,3 +110,25 @@ def test_modality_without_any_vector_gets_no_codes(mmsr_home: Path) -> None:
     report = run_codes(Settings(), "shop")
     assert report.modalities == {}
     assert pq.read_table(codes_dir(mmsr_home) / "item_codes.parquet").num_rows == 0
+
+
+def test_residual_levels_give_one_code_per_level_from_separate_codebooks(
+    mmsr_home: Path, shop: tuple[np.ndarray, list[str]]
+) -> None:
+    from pipeline.warehouse.dataset import DatasetIndex, _read_codes
+
+    report = run_codes(Settings(codes_c=3, codes_levels=2, codes_whiten=True), "shop")
+    text = report.modalities["text"]
+    assert (text.c, text.k, text.levels) == (6, 2, 2)
+    table = pq.read_table(codes_dir(mmsr_home) / "item_codes.parquet")
+    codes = np.array(table.filter(pc.equal(table["modality"], "text"))["codes"].to_pylist())
+    assert set(codes[:, 0]) <= {0, 1, 2} and set(codes[:, 1]) <= {3, 4, 5}
+    distances = np.array(table.filter(pc.equal(table["modality"], "text"))["distances"].to_pylist())
+    assert distances[:, 1].mean() <= distances[:, 0].mean()  # each level explains more
+    centres = pq.read_table(codes_dir(mmsr_home) / "text_centres.parquet")
+    assert centres.num_rows == 6 and len(centres["vector"][0].as_py()) == 8
+    # the graph's reader takes the codes as they are
+    ids = table.filter(pc.equal(table["modality"], "text"))["item_id"].to_pylist()
+    index = DatasetIndex(dataset="shop", user_ids=np.array([]), item_ids=np.array(ids))
+    item_codes, code_centres = _read_codes(codes_dir(mmsr_home), index)
+    assert item_codes["text"].shape == (30, 2) and code_centres["text"].shape == (6, 8)

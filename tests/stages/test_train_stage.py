@@ -70,6 +70,30 @@ def test_fingerprint_tracks_content(mmsr_home: Path) -> None:
     assert second["files"]["sequences.parquet"]["sha256"] != first["files"]["sequences.parquet"]["sha256"]
 
 
+@pytest.mark.slow
+def test_content_aware_items_train_register_and_serve(mmsr_home: Path) -> None:
+    settings = tiny_settings(mmsr_home, model={**TINY_MODEL, "item_content": "add", "max_epochs": 2})
+    write_tiny_warehouse(settings, text_vectors=True)
+    report = run_train(settings, "tiny")
+    run = MlflowClient(settings.tracking_uri).get_run(report.run_id)
+    assert run.data.params["model.item_content"] == "add"
+    served = run_recommend(settings, "tiny", date(2024, 1, 2), 5)
+    assert served.rows == 60 * 5 and served.model_version == report.model_version
+
+
+@pytest.mark.slow
+def test_train_stage_runs_data_parallel_under_torchrun(mmsr_home: Path) -> None:
+    from pipeline.orchestration.isolated import run_stage_isolated
+
+    settings = tiny_settings(mmsr_home, train_processes=2, model={**TINY_MODEL, "max_epochs": 2})
+    write_tiny_warehouse(settings)
+    report = run_stage_isolated(settings, "train", "tiny", {"promote": False})
+    assert report["model_version"] == 1 and report["epochs"] == 2  # rank 0's report
+    run = MlflowClient(settings.tracking_uri).get_run(report["run_id"])
+    assert run.data.params["train_processes"] == "2"
+    assert len(MlflowClient(settings.tracking_uri).search_runs([run.info.experiment_id])) == 1
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[object, TrainReport, Path]:
     """One real training run (tiny MMSR + Pop) into a SQLite registry, run from a scratch cwd."""

@@ -27,6 +27,7 @@ import mlflow
 import yaml
 
 from mmsr_model.data import SequenceData
+from mmsr_model.distributed import describe, is_main
 from mmsr_model.evaluation import evaluate
 from mmsr_model.training import TrainHistory, train
 from pipeline.core.config import Settings
@@ -166,8 +167,23 @@ def _train_baselines(
     return results
 
 
-def run_train(settings: Settings, dataset: str, promote: bool = True) -> TrainReport:
-    """Train MMSR (and the baselines), log + register it, then run the promotion gate."""
+def _train_as_worker(settings: Settings, dataset: str) -> dict[str, Any]:
+    """A data-parallel rank other than 0: the same training calls as rank 0, nothing logged or written."""
+    data, _ = load_sequence_data(settings, dataset)
+    checkpoints = settings.dataset_dir(dataset) / "checkpoints"
+    for name in ("mmsr", *settings.baselines):
+        train(replace(train_config(settings, name), checkpoint_dir=str(checkpoints)), data)
+    return {"dataset": dataset, "worker": describe()}
+
+
+def run_train(settings: Settings, dataset: str, promote: bool = True) -> TrainReport | dict[str, Any]:
+    """Train MMSR (and the baselines), log + register it, then run the promotion gate.
+
+    Under data-parallel training (``train_processes`` > 1) rank 0 does all of this; the
+    other ranks only take part in the training calls.
+    """
+    if not is_main():
+        return _train_as_worker(settings, dataset)
     data, _ = load_sequence_data(settings, dataset)
     fingerprint = dataset_fingerprint(settings, dataset)
     setup_mlflow(settings, dataset)

@@ -1,0 +1,100 @@
+"""Content in the item representation: ID embedding + projected content vectors (``item_content="add"``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from seqdata import fit_plainly, loo_splits
+
+from mmsr_model.data import SequenceData
+from mmsr_model.mmsr import MMSR, content_vectors
+from mmsr_model.persistence import load_model, save_model
+
+N_WARM, DIM = 30, 16
+
+
+def twin_data(seed: int = 0) -> SequenceData:
+    """Users walk warm items i -> i+1; cold item ``N_WARM + j`` shares item j's content.
+
+    Cold items never occur in training; each test target is the cold twin of the true
+    next item, so only content can point at it.
+    """
+    rng = np.random.default_rng(seed)
+    sequences = [
+        ((rng.integers(N_WARM) + np.arange(rng.integers(6, 12))) % N_WARM).astype(np.int64)
+        for _ in range(120)
+    ]
+    for seq in sequences:
+        seq[-1] += N_WARM
+    data = SequenceData(sequences=sequences, n_items=2 * N_WARM, splits=loo_splits(sequences))
+    content = rng.normal(size=(N_WARM, DIM))
+    data.item_features["text"] = np.concatenate([content, content + 0.05 * rng.normal(size=content.shape)])
+    data.item_features["text"][3] = np.nan  # one warm item without a text vector
+    data.item_codes["text"] = np.stack([np.arange(2 * N_WARM) % 5, (np.arange(2 * N_WARM) + 1) % 5], axis=1)
+    data.code_centres["text"] = rng.normal(size=(5, 8)).astype(np.float32)
+    return data
+
+
+def train_briefly(model: MMSR, data: SequenceData, epochs: int = 10) -> MMSR:
+    fit_plainly(model, data, epochs, batch_size=64)
+    return model
+
+
+def ranks(model: MMSR, data: SequenceData) -> np.ndarray:
+    test = data.splits["test"]
+    with torch.no_grad():
+        scores = model.full_sort_predict(model.prepare_samples(data, test))
+    target = torch.from_numpy(data.target_items(test))
+    return (scores > scores.gather(1, target[:, None])).sum(1).numpy() + 1
+
+
+def mmsr(data: SequenceData, **params: object) -> MMSR:
+    return MMSR.from_data(data, hidden_size=32, dropout=0.1, attn_dropout=0.0, modalities=["text"], **params)
+
+
+def test_content_ranks_cold_items_where_ids_cannot() -> None:
+    data = twin_data()
+    id_rank = ranks(train_briefly(mmsr(data), data), data)
+    content_rank = ranks(train_briefly(mmsr(data, item_content="add"), data), data)
+    # measured: HR@10 0.62 against 0.05, median rank 9 against 42 (of 60 items)
+    assert np.mean(content_rank <= 10) > 0.4
+    assert np.mean(content_rank <= 10) > 3 * np.mean(id_rank <= 10)
+
+
+def test_off_by_default_and_persisted_when_on(tmp_path) -> None:  # noqa: ANN001
+    data = twin_data()
+    plain = mmsr(data)
+    assert not list(plain.content_proj.parameters())
+    torch.testing.assert_close(plain.item_embeddings(), plain.item_emb.weight)
+    model = mmsr(data, item_content="add", content_norm="whiten").eval()
+    assert "text" in model.init_kwargs["item_features"]
+    loaded = load_model(save_model(model, tmp_path / "m.pt"))
+    torch.testing.assert_close(loaded.item_embeddings(), model.item_embeddings())
+    # the item without a text vector gets the learned stand-in, not a projection of zeros
+    with torch.no_grad():
+        model.content_missing["text"].fill_(1.0)
+    table = model.item_embeddings() - model.item_emb.weight
+    torch.testing.assert_close(table[3], torch.ones(32))
+
+
+def test_dropping_a_modality_drops_its_content_too() -> None:
+    data = twin_data()
+    model = mmsr(data, item_content="add").eval()
+    with torch.no_grad():
+        model.content_missing["text"].fill_(0.0)
+        with model.drop_modality_links("text", 1.0, seed=0):
+            torch.testing.assert_close(model.item_embeddings(), model.item_emb.weight)
+
+
+@pytest.mark.parametrize("norm", ["l2", "whiten"])
+def test_content_vectors_are_centred_and_unit_scaled(norm: str) -> None:
+    features = np.random.default_rng(1).normal(3.0, [1.0, 5.0, 0.2, 2.0], size=(200, 4))
+    features[7] = np.nan
+    vectors, present = content_vectors(features, norm)
+    assert not present[7] and not vectors[7].any() and present.sum() == 199
+    rows = vectors[present]
+    np.testing.assert_allclose(rows.mean(axis=0), 0.0, atol=0.1 if norm == "l2" else 1e-6)
+    np.testing.assert_allclose(np.mean(np.linalg.norm(rows, axis=1) ** 2), 1.0, rtol=1e-5)
+    if norm == "whiten":
+        np.testing.assert_allclose(np.cov(rows.T, bias=True) * 4, np.eye(4), atol=1e-6)
