@@ -20,7 +20,7 @@ COPY --chown=airflow:0 pyproject.toml README.md ${MMSR_SRC}/
 COPY --chown=airflow:0 pipeline ${MMSR_SRC}/pipeline
 COPY --chown=airflow:0 mmsr_model ${MMSR_SRC}/mmsr_model
 COPY --chown=airflow:0 configs ${MMSR_SRC}/configs
-RUN pip install "apache-airflow==${AIRFLOW_VERSION}" "psycopg2-binary>=2.9" -e "${MMSR_SRC}"
+RUN pip install "apache-airflow==${AIRFLOW_VERSION}" -e "${MMSR_SRC}[postgres]"
 
 # Airflow parses the DAG file shipped inside the package
 ENV AIRFLOW__CORE__DAGS_FOLDER=${MMSR_SRC}/pipeline/orchestration/dags

@@ -169,8 +169,19 @@ class Settings(BaseSettings):
     datasets: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="dataset name -> extract arguments (format, reviews, meta, images)"
     )
-    schedule: str = Field("0 2 * * *", description="cron schedule of the nightly DAG")
+    schedule: str | None = Field(
+        "0 2 * * *", description="cron schedule of the nightly DAG; null = only triggered runs"
+    )
     shards: int = Field(1, ge=1, description="fan-out of embed and recommend tasks")
+    gpu_pool: str = Field(
+        "gpu", description="Airflow pool of the tasks that may use the GPU (embed, train, recommend)"
+    )
+    gpu_pool_slots: int = Field(
+        1, ge=1, description="size of gpu_pool, set by airflow-init: GPU tasks that may run at once"
+    )
+    retry_delay_s: float = Field(
+        120.0, gt=0, description="Airflow's first retry delay of a failed task (doubled each retry)"
+    )
     demo: bool = Field(
         False,
         description="also schedule the synthetic demo dataset (always on when no dataset is configured)",

@@ -67,6 +67,7 @@ def _fail_fast(run: Callable[[Settings], dict[str, Any]]) -> dict[str, Any]:
     from pipeline.core.config import load_settings
 
     try:
+        # the date first (a dict display runs left to right): a bad run_date fails before any work
         return {"run_date": _run_date().isoformat(), **run(load_settings())}
     except PipelineError as exc:  # bad input: a retry would fail the same way
         raise AirflowFailException(str(exc)) from exc
@@ -105,20 +106,25 @@ def _combine(step: Step, dataset: str, upstream: dict[str, dict[str, Any]]) -> d
 
 
 def _add_step(
-    step: Step, dataset: str, shards: int, outlets: list[Asset], upstream: dict[str, Any]
+    step: Step, dataset: str, settings: Settings, outlets: list[Asset], upstream: dict[str, Any]
 ) -> tuple[Any, Any]:
-    """The first and last task of ``step``: one task, or mapped shard tasks and a combine."""
-    settings = {"execution_timeout": step.timeout}
+    """The first and last task of ``step``: one task, or mapped shard tasks and a combine.
+
+    The tasks that run a GPU-capable stage take a slot of ``settings.gpu_pool``, so two of
+    them never share the one GPU (a combine only merges files and needs no slot).
+    """
+    timeout = {"execution_timeout": step.timeout}
+    gpu = {"pool": settings.gpu_pool} if step.uses_gpu else {}
     finals = {"outlets": outlets} if step.writes_recommendations else {}
-    if shards == 1 or not step.shardable:
-        single = task(task_id=step.name, **settings, **finals)(_run_step)(step, dataset, upstream)
+    if settings.shards == 1 or not step.shardable:
+        single = task(task_id=step.name, **timeout, **gpu, **finals)(_run_step)(step, dataset, upstream)
         return single, single
     mapped = (
-        task(task_id=f"{step.name}_shard", **settings)(_run_shard)
+        task(task_id=f"{step.name}_shard", **timeout, **gpu)(_run_shard)
         .partial(step=step, dataset=dataset, upstream=upstream)
-        .expand(shard=list(range(shards)))
+        .expand(shard=list(range(settings.shards)))
     )
-    combined = task(task_id=step.name, **settings, **finals)(_combine)(step, dataset, upstream)
+    combined = task(task_id=step.name, **timeout, **finals)(_combine)(step, dataset, upstream)
     mapped >> combined
     return mapped, combined
 
@@ -134,7 +140,7 @@ def build_dag(settings: Settings, dataset: str) -> DAG:
         start_date=START_DATE,
         catchup=False,
         max_active_runs=1,
-        default_args=DEFAULT_ARGS,
+        default_args={**DEFAULT_ARGS, "retry_delay": timedelta(seconds=settings.retry_delay_s)},
         params={
             "run_date": Param(
                 None,
@@ -153,7 +159,7 @@ def build_dag(settings: Settings, dataset: str) -> DAG:
         last: dict[str, Any] = {}
         for step in NIGHTLY_STEPS:
             upstream = {source: last[source] for source, _ in step.inputs.values()}
-            first[step.name], last[step.name] = _add_step(step, dataset, settings.shards, outlets, upstream)
+            first[step.name], last[step.name] = _add_step(step, dataset, settings, outlets, upstream)
             for before in step.after:
                 last[before] >> first[step.name]
 

