@@ -133,3 +133,12 @@ def test_pyfunc_signature_and_input_example(gate: tuple) -> None:
     assert [c["name"] for c in info.signature.outputs.to_dict()] == ["item_ids", "scores"]
     assert info.signature.params.to_dict()[0]["name"] == "exclude_seen"
     assert info.saved_input_example_info is not None
+
+
+def test_models_pickled_under_the_old_module_path_still_load() -> None:
+    import pickle
+
+    from pipeline.serving.pyfunc_model import MMSRPythonModel
+
+    # what an earlier release's python_model.pkl names: the class by its old module path
+    assert pickle.loads(b"cpipeline.pyfunc_model\nMMSRPythonModel\n.") is MMSRPythonModel
