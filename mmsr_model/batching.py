@@ -83,17 +83,20 @@ def batches(
     order: np.ndarray,
     batch_size: int,
     prefetch: bool,
-) -> Iterator[tuple[Any, torch.Tensor]]:
+) -> Iterator[tuple[Any, torch.Tensor | None, float]]:
     """CPU batches in ``order``; with ``prefetch`` the next one is built while the caller steps.
 
-    Under data-parallel training each batch is this rank's share of the global batch
-    (``None, None`` when the share is empty: the last global batch may be smaller than the
-    number of ranks).
+    Each item is ``(batch, targets, fraction)``. Under data-parallel training the batch is
+    this rank's share of the global batch and ``fraction`` its size relative to the global
+    batch (``None, None`` when the share is empty: the last global batch may be smaller
+    than the number of ranks); in one process ``fraction`` is 1.
     """
 
-    def build(start: int) -> tuple[Any, torch.Tensor]:
-        share = my_share(order[start : start + batch_size])
-        return build_batch(model, data, samples, share) if len(share) else (None, None)
+    def build(start: int) -> tuple[Any, torch.Tensor | None, float]:
+        chunk = order[start : start + batch_size]
+        share = my_share(chunk)
+        batch, targets = build_batch(model, data, samples, share) if len(share) else (None, None)
+        return batch, targets, len(share) / len(chunk)
 
     starts = range(0, len(order), batch_size)
     if not prefetch:

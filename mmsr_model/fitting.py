@@ -23,7 +23,7 @@ from mmsr_model.base import SequentialRecommender
 from mmsr_model.batching import batches, epoch_order
 from mmsr_model.checkpoint import Trainee
 from mmsr_model.data import SequenceData, TargetSet
-from mmsr_model.distributed import my_share, reduce_gradients, sum_over_ranks
+from mmsr_model.distributed import reduce_gradients, sum_over_ranks
 from mmsr_model.objectives import FULL_SOFTMAX, Objective
 
 log = logging.getLogger(__name__)
@@ -115,9 +115,7 @@ def fit_epoch(
         leave=False,
     )
     loss_sum, steps = 0.0, 0
-    for batch, targets in steps_bar:
-        chunk = order[steps * batch_size : (steps + 1) * batch_size]  # the global batch
-        share = len(my_share(chunk)) / len(chunk)
+    for batch, targets, share in steps_bar:
         try:
             loss_sum += train_step(trainee, batch, targets, device, autocast, objective, share)
         except FloatingPointError as error:

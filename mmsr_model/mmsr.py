@@ -81,8 +81,6 @@ class MMSR(SequentialRecommender):
             if item_train_counts is None:
                 raise ValueError("cold_items='content_only' needs item_train_counts (from_data passes them)")
             self._data_kwargs["item_train_counts"] = np.asarray(item_train_counts, dtype=np.int64)
-        # items whose ID row is used at inference (all of them unless cold items score by content only)
-        trained = np.asarray(item_train_counts) > 0 if content_only else np.ones(n_items, dtype=bool)
         hidden_size, seed = config.hidden_size, config.seed
         # graph "codes" per node type: real codes, or the item id itself for raw feature nodes
         self._codes: dict[int, np.ndarray] = {}
@@ -110,7 +108,9 @@ class MMSR(SequentialRecommender):
                     )
                     self.feature_proj[m] = nn.Linear(features.shape[1], hidden_size)
             self.layers = nn.ModuleList(HANLayer(config) for _ in range(config.num_layers))
-            self.register_buffer("id_used", torch.from_numpy(trained), persistent=False)
+            # items whose ID row counts at inference (cold_items="content_only": the trained ones)
+            trained = torch.from_numpy(np.asarray(item_train_counts) > 0) if content_only else None
+            self.register_buffer("id_used", trained, persistent=False)
             self.content_proj = nn.ModuleDict()
             self.content_missing = nn.ParameterDict()
             for m in content:
@@ -257,7 +257,7 @@ class MMSR(SequentialRecommender):
     def _item_vectors(self, ids: torch.Tensor | None = None) -> torch.Tensor:
         """ID embeddings plus projected content, of ``ids`` (None: every item)."""
         vectors = self.item_emb.weight if ids is None else self.item_emb(ids)
-        if not self.training and self.content_proj:  # untrained ID rows out of scoring (cold_items)
+        if not self.training and self.id_used is not None:  # untrained ID rows out of scoring
             used = self.id_used if ids is None else self.id_used[ids]
             vectors = vectors * used[:, None].to(vectors.dtype)
         for m, proj in self.content_proj.items():

@@ -98,19 +98,24 @@ def _query(name: str, params: dict[str, Any]) -> dict[str, Any]:
         con.close()
 
 
-def compute_health(settings: Settings, dataset: str, run_date: date, night: Path) -> dict[str, Any]:
-    """Every health figure of the night whose Parquet lies in folder ``night``."""
+def compute_health(
+    settings: Settings,
+    dataset: str,
+    run_date: date,
+    night: Path,
+    previous_day: date | None,
+    previous: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Every health figure of the night whose Parquet lies in folder ``night``, compared with the
+    previous published night ``previous_day`` (``previous``: its health row, when kept)."""
     root = settings.dataset_dir(dataset)
     tables = {n: str(root / f"{n}.parquet") for n in ("items", "interactions", "item_index", "sequences")}
     glob = str(night / "*.parquet")
     figures = _query("health_night", {"night": glob, **tables})
     figures["users_without_recs"] = figures["users_expected"] - figures["users_served"]
-    earlier = [d for d in published_nights(settings, dataset) if d < run_date]
-    previous_day = earlier[-1] if earlier else None
     figures |= {"run_date": run_date, "previous_run_date": previous_day}
     figures |= {"new_item_share": None, "jaccard_at_20": None}
     if previous_day is not None:
-        previous = read_health(settings, dataset, previous_day)
         new_from = previous["items_in_index"] if previous else None
         previous_glob = str(settings.recommendations_partition(dataset, previous_day) / "*.parquet")
         params = {"night": glob, "previous": previous_glob, "item_index": tables["item_index"]}
@@ -153,11 +158,12 @@ def gate_failures(figures: dict[str, Any], previous: dict[str, Any] | None, gate
 
 def check_night(settings: Settings, dataset: str, run_date: date, night: Path) -> NightHealth:
     """Compute the night's health and the gate's verdict against the previous published night."""
-    figures = compute_health(settings, dataset, run_date, night)
-    previous_day = figures["previous_run_date"]
+    earlier = [d for d in published_nights(settings, dataset) if d < run_date]
+    previous_day = earlier[-1] if earlier else None
     previous = read_health(settings, dataset, previous_day) if previous_day else None
     if previous_day and previous is None:
         log.warning("%s: no health row for %s; the coverage rule is skipped", dataset, previous_day)
+    figures = compute_health(settings, dataset, run_date, night, previous_day, previous)
     return NightHealth(figures, gate_failures(figures, previous, settings.gate))
 
 
@@ -170,6 +176,5 @@ def write_health(settings: Settings, dataset: str, health: NightHealth, publishe
         "published": published,
     }
     path = settings.health_file(dataset, row["run_date"])
-    path.parent.mkdir(parents=True, exist_ok=True)
     write_parquet_atomic(pa.Table.from_pylist([row], schema=HEALTH_SCHEMA), path)
     return path

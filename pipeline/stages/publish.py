@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -104,8 +103,7 @@ def publish_night(settings: Settings, dataset: str, run_date: date) -> dict[str,
     if publish:
         if not health.passed:
             log.warning("%s %s: published despite the gate (gate.enabled is false)", dataset, run_date)
-        publish_folder(pending, final)
-        shutil.rmtree(pending, ignore_errors=True)
+        publish_folder(pending, final)  # also removes the pending folder
     db = publish_analytics(settings)
     if not publish:
         raise PipelineError(

@@ -27,7 +27,6 @@ def write_report(settings: Settings, dataset: str, run_date: date | None = None)
     data = read_report_data(settings, dataset, run_date)
     html = render_page(settings, data)
     path = settings.report_file(dataset, data.run_date)
-    path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, html)
     report = {
         "dataset": dataset,

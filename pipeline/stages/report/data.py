@@ -87,7 +87,7 @@ def read_report_data(settings: Settings, dataset: str, run_date: date | None) ->
 
 
 def served_version(data: ReportData) -> int | None:
-    """The model version that produced the night (from its health row, else the newest run)."""
+    """The model version that produced the night, from its health row (None when it has none)."""
     if data.night and data.night.get("model_version") is not None:
         return int(data.night["model_version"])
     return None
