@@ -339,7 +339,8 @@ class Stack:
         # airflow-init: migrate, the admin user, the GPU pool
         self.airflow_cli("db", "migrate")
         self.airflow_cli(
-            "users", "create", "--username", ADMIN, "--password", self.secrets["admin"], "--role", "Admin",
+            # --password=…: a random password may start with "-", which argparse would take for an option
+            "users", "create", "--username", ADMIN, f"--password={self.secrets['admin']}", "--role", "Admin",
             "--email", "admin@example.org", "--firstname", "mmsr", "--lastname", "admin",
         )  # fmt: skip
         from pipeline.core.config import load_settings
