@@ -1,8 +1,9 @@
-"""Quality benchmark: MMSR, its ablations and the baselines on the Beauty sequences.
+"""Quality benchmark: MMSR, its ablations and the baselines on a sequence set (Beauty, Sports).
 
 The data is built by the real pipeline stages in a temporary MMSR_HOME (extract
 with format "sequences", text embedding, modality codes, the warehouse loader),
-text modality only (the Beauty set has no images). Every model is trained by
+text modality only (the sequence sets have no images). ``--data`` names the set (its folder
+name names the rows' dataset: ``--data .../sequences/sports``). Every model is trained by
 ``mmsr_model.training.train`` with the configuration the train stage uses
 (``pipeline.stages.train.config.train_config``: MMSR from ``ModelSettings``, each baseline with
 its own standard settings), validation-based early stopping, and evaluated by
@@ -172,7 +173,7 @@ def sample_users(source: Path, n_users: int, out: Path) -> Path:
 
 
 def quality_settings(args: argparse.Namespace, home: Path, split: str) -> Any:
-    """The pipeline settings of the benchmark: the Beauty sequences as they are, text codes only."""
+    """The pipeline settings of the benchmark: the sequence set as it is, text codes only."""
     from pipeline.core.config import ModelSettings, Settings
 
     fields = {"modalities": ["text"], "device": args.device, "patience": args.patience, **args.mmsr}
@@ -182,7 +183,7 @@ def quality_settings(args: argparse.Namespace, home: Path, split: str) -> Any:
 
 
 def dataset_name(args: argparse.Namespace, split: str) -> str:
-    return f"beauty_{split}" + (f"_sample{args.sample}" if args.sample else "")
+    return f"{args.data.name}_{split}" + (f"_sample{args.sample}" if args.sample else "")
 
 
 def build_data(args: argparse.Namespace, settings: Any, dataset: str, needs_text: bool) -> Any:
@@ -307,7 +308,7 @@ def is_smoke(args: argparse.Namespace) -> bool:
 
 def render(args: argparse.Namespace, results: list[Result], wall: float, command: str, device: str) -> str:
     metrics = [f"{kind}_at_{k}" for k in KS for kind in ("hr", "mrr", "ndcg")]
-    lines = ["# Quality benchmark: Beauty sequences, text modality, full ranking", ""]
+    lines = [f"# Quality benchmark: {args.data.name} sequences, text modality, full ranking", ""]
     if is_smoke(args):
         lines += [
             "> **SMOKE RUN — not the target result.** "
@@ -349,7 +350,7 @@ def render(args: argparse.Namespace, results: list[Result], wall: float, command
             cells += [f"{100 * r.best_val:.2f}", str(r.best_epoch), str(r.epochs), r.stop]
             cells += [f"{r.train_seconds:.0f}", f"{100 * r.cold_hr_at_20:.2f}"]
             lines.append("| " + " | ".join(cells) + " |")
-        if split == "ratio":
+        if split == "ratio" and args.data.name == "beauty":
             ref = ", ".join(
                 f"{k.replace('_at_', '@').upper()} {100 * v:.2f}%" for k, v in PUBLIC_RATIO.items()
             )
@@ -369,7 +370,7 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging("INFO")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if not args.data.is_dir():
-        raise SystemExit(f"Beauty sequences not found at {args.data} (set MMSR_SHARED_DATA or --data)")
+        raise SystemExit(f"sequence set not found at {args.data} (set MMSR_SHARED_DATA or --data)")
     env = "".join(f"{k}={os.environ[k]} " for k in ("OMP_NUM_THREADS",) if k in os.environ)
     command = env + "python benchmarks/quality.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     started = time.perf_counter()
