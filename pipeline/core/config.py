@@ -15,7 +15,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -100,6 +100,11 @@ class Settings(BaseSettings):
     kcore: int = Field(5, ge=0, description="iterative k-core threshold; 0 = off")
     split: SplitKind = Field("loo", description="leave-one-out or per-user 80/20 ratio split")
     reject_threshold: float = Field(0.01, ge=0, le=1, description="max fraction of malformed lines")
+    catalogue_items: bool = Field(
+        False,
+        description="also index meta items with no (k-core surviving) interaction, so a content-aware "
+        "champion (model.item_content=add, cold_items=content_only) can recommend new catalogue items",
+    )
 
     # embed
     text_model: str = Field(
@@ -186,6 +191,18 @@ class Settings(BaseSettings):
         False,
         description="also schedule the synthetic demo dataset (always on when no dataset is configured)",
     )
+
+    @model_validator(mode="after")
+    def _catalogue_items_need_content(self) -> Settings:
+        """Items that no user touched have only their content to be scored by."""
+        if self.catalogue_items and (
+            self.model.item_content != "add" or self.model.cold_items != "content_only"
+        ):
+            raise ValueError(
+                "catalogue_items needs model.item_content=add and model.cold_items=content_only: "
+                "an item no training sample holds can only be scored by its content"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

@@ -13,7 +13,7 @@ FROM (
     UNION ALL BY NAME
     SELECT NULL::VARCHAR AS filename, NULL::VARCHAR AS item_id, NULL::VARCHAR AS title,
            NULL::VARCHAR AS brand, NULL::VARCHAR[] AS categories, NULL::VARCHAR AS description,
-           NULL::VARCHAR AS image_ref
+           NULL::VARCHAR AS image_ref, NULL::BOOLEAN AS has_interactions
     WHERE false
 );
 

@@ -1,4 +1,5 @@
 -- Stable dense ids: table `id_index` (kind 'user'|'item', id, idx).
+-- Items: those with interactions and the catalogue-only ones (table `catalogue`).
 -- Ids of the previous run keep their idx; ids seen for the first time are appended
 -- after them in id order, so reruns never renumber and new ids get idx >= previous count.
 -- $prev_index: Parquet (kind, id, idx) of the previous run (empty on the first run).
@@ -10,6 +11,8 @@ current_ids AS (
     SELECT DISTINCT 'user' AS kind, user_id AS id FROM interactions
     UNION
     SELECT DISTINCT 'item' AS kind, item_id AS id FROM interactions
+    UNION
+    SELECT 'item' AS kind, item_id AS id FROM catalogue
 ),
 fresh AS (
     SELECT c.kind, c.id FROM current_ids c ANTI JOIN prev p ON p.kind = c.kind AND p.id = c.id

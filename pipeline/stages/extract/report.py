@@ -28,6 +28,7 @@ class ExtractReport:
     interactions: int = 0
     users: int = 0
     items: int = 0
+    catalogue_only_items: int = 0
     items_with_meta: int = 0
     items_with_local_image: int = 0
     items_with_image_ref: int = 0

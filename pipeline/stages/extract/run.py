@@ -165,6 +165,7 @@ def _transform(
             log.info(
                 "k-core %d round %d: dropped %d interactions", settings.kcore, report.kcore_rounds, deleted
             )
+    con.execute(load_sql("extract_catalogue"), {"enabled": settings.catalogue_items})
     con.execute(load_sql("extract_index"), {"prev_index": str(work / "prev_index.parquet")})
     con.execute(load_sql("extract_sequences"))
     con.execute(load_sql("extract_items"), {"images": str(work / "images.parquet")})
@@ -184,6 +185,7 @@ def _count(con: duckdb.DuckDBPyConnection, report: ExtractReport, prev_counts: d
         "interactions",
         "users",
         "items",
+        "catalogue_only_items",
         "items_with_meta",
         "items_with_local_image",
         "items_with_image_ref",
