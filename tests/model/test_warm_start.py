@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
 
+from mmsr_model.data import SequenceData
 from mmsr_model.registry import build_model
 from mmsr_model.training import TrainConfig, train
 from mmsr_model.warm_start import IncompatibleWeights, transfer_weights
-from mmsr_model.data import SequenceData
 from tests.seqdata import chain_data
 
 PARAMS = {
@@ -71,9 +73,8 @@ def test_training_starts_from_the_warm_weights(tmp_path) -> None:  # noqa: ANN00
     path = save_model(champion, tmp_path / "champion.pt")
     data = _data(24)
     seen: list[np.ndarray] = []
-    config = TrainConfig(model="gru4rec", model_params=PARAMS["gru4rec"], max_epochs=1, warm_start_from=str(path))
     config_cold = TrainConfig(model="gru4rec", model_params=PARAMS["gru4rec"], max_epochs=1)
-    for c in (config, config_cold):
+    for c in (replace(config_cold, warm_start_from=str(path)), config_cold):
         model, history = train(c, data)
         seen.append(model.item_embedding.weight.detach().numpy()[:21])
         assert len(history.epochs) == 1

@@ -96,7 +96,13 @@ def _move_centres(settings: Settings) -> None:
     ],
 )
 def test_each_failed_check_falls_back_to_cold_with_its_reason(
-    night_0: tuple, tmp_path: Path, caplog: pytest.LogCaptureFixture, change, overrides, days, reason  # noqa: ANN001
+    night_0: tuple,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    change,
+    overrides,
+    days,
+    reason,  # noqa: ANN001
 ) -> None:
     caplog.set_level(logging.INFO, logger="pipeline.stages.train.warm")
     settings = _next_night(night_0, tmp_path, **overrides)
