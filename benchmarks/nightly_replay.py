@@ -167,7 +167,12 @@ def main() -> None:
     parser.add_argument("--nights", type=int, default=5)
     parser.add_argument("--home", type=Path, default=None, help="work folder (default: a temporary one)")
     parser.add_argument("--out", default="nightly_replay")
+    parser.add_argument("--render-only", action="store_true", help="rewrite the .md from the .json")
     args = parser.parse_args()
+    if args.render_only:
+        payload = json.loads((RESULTS / f"{args.out}.json").read_text(encoding="utf-8"))
+        (RESULTS / f"{args.out}.md").write_text(render(payload), encoding="utf-8")
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     os.environ.setdefault("TQDM_DISABLE", "1")
     work = args.home or Path(tempfile.mkdtemp(prefix="mmsr-replay-"))
@@ -227,6 +232,18 @@ def write_results(
 def render(payload: dict[str, Any]) -> str:
     """The results table: one row per night, warm beside cold, and the two targets."""
     lines = [
+        "# Nightly replay: warm start against cold training (Beauty)",
+        "",
+        f"First {payload['sample_users']} Beauty users, {payload['nights']} nights, seed {payload['seed']}, "
+        f"{payload['share_per_night']:.0%} of users get their next interaction each night; MMSR + Pop; cold "
+        f"epoch cap {payload['cold_max_epochs']} (warm: the `warm_max_epochs` default); "
+        f"OMP_NUM_THREADS={payload['threads']}. Taken UNDER LOAD: load average "
+        f"{payload['load_avg_before'][0]:.1f} before, {payload['load_avg_after'][0]:.1f} after, on a 2-core "
+        "machine shared with other training runs, so compare epochs and samples (load-independent) before "
+        "seconds. Not a full-Beauty run. Targets: a warm night at most "
+        f"{TARGET_COST:.0%} of the cold night's training time; its test NDCG@10 within one standard error "
+        "of the cold model's.",
+        "",
         "| night | new items | arm | start | train s | epochs (+refit) | samples | "
         "NDCG@10 ± SE | HR@10 ± SE | promoted | cost vs cold | NDCG within 1 SE |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
