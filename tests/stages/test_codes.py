@@ -139,7 +139,7 @@ def test_later_nights_keep_the_centres_assign_new_items_and_rebuild_on_schedule(
 
     vectors, _ = blobs(10, 8, seed=0)
     day = date(2026, 3, 1)
-    settings = Settings(codes_c=3, codes_k=2, full_retrain_every_days=7)
+    settings = Settings(codes_c=3, codes_k=2, full_retrain_every_days=7, warm_start="auto")
     write_modality(mmsr_home, "text", vectors, [None] * 24 + ["no_text"] * 6)
     assert run_codes(settings, "shop", day).rebuilt
     centres = pq.read_table(codes_dir(mmsr_home) / "text_centres.parquet")
@@ -160,5 +160,8 @@ def test_later_nights_keep_the_centres_assign_new_items_and_rebuild_on_schedule(
     report = run_codes(settings, "shop", day + timedelta(days=7))
     assert report.rebuilt and "full rebuild due: codebooks built 7 day(s) ago" in report.reason
     assert not run_codes(settings, "shop", day + timedelta(days=8)).rebuilt
-    assert "settings changed" in run_codes(Settings(codes_c=4), "shop", day + timedelta(days=8)).reason
+    assert (
+        "settings changed"
+        in run_codes(Settings(codes_c=4, warm_start="auto"), "shop", day + timedelta(days=8)).reason
+    )
     assert run_codes(Settings(codes_c=3, codes_k=2, warm_start="never"), "shop", day).rebuilt

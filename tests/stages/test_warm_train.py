@@ -26,7 +26,8 @@ NIGHT_0 = date(2026, 3, 1)
 
 
 def _settings(home: Path, **overrides: object) -> Settings:
-    return tiny_settings(home, baselines=["pop", "gru4rec"], warm_max_epochs=2, warm_patience=1, **overrides)
+    values = {"warm_start": "auto", "warm_max_epochs": 2, "warm_patience": 1} | overrides
+    return tiny_settings(home, baselines=["pop", "gru4rec"], **values)
 
 
 @pytest.fixture(scope="module")
