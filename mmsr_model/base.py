@@ -47,6 +47,9 @@ class SequentialRecommender(nn.Module, ABC):
     legacy_init_kwargs: ClassVar[dict[str, Any]] = {}
     #: whether ``drop_modality_links`` hides modality information (MMSR); evaluation skips the others
     has_modality_links: ClassVar[bool] = False
+    #: ``state_dict`` entries whose leading rows are indexed by item id, in id order: a warm start
+    #: copies an older model's rows into them and keeps the fresh rows of items it did not know
+    item_tables: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, n_items: int, config: ModelConfig) -> None:
         super().__init__()
@@ -104,6 +107,14 @@ class SequentialRecommender(nn.Module, ABC):
         Only models with ``has_modality_links`` implement it.
         """
         raise NotImplementedError(f"{self.name} has no modality links to drop")
+
+    def warm_start_mismatch(self, source: SequentialRecommender) -> str | None:
+        """Why ``source``'s weights cannot seed this model beyond what shapes show; None if they can.
+
+        The shapes and configs are compared by :func:`mmsr_model.warm_start.transfer_weights`;
+        a model whose weights depend on data arrays (MMSR's code centres) checks those here.
+        """
+        return None
 
     def random_streams(self) -> dict[str, np.random.Generator]:
         """Random generators the model draws from while training (a checkpoint saves their state)."""

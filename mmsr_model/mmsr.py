@@ -37,6 +37,7 @@ class MMSR(SequentialRecommender):
     config_class = MMSRConfig
     data_kwarg_names = ("item_codes", "code_centres", "item_features", "item_train_counts")
     has_modality_links = True
+    item_tables = ("item_emb.weight",)
     #: files saved before a switch existed load as they were trained: a layer norm and residuals
     #: in every layer, the homogeneous attention aggregating states
     legacy_init_kwargs: ClassVar[dict[str, Any]] = {
@@ -169,6 +170,14 @@ class MMSR(SequentialRecommender):
 
     def random_streams(self) -> dict[str, np.random.Generator]:
         return {"train_modality_drop": self._train_drop_rng}
+
+    def warm_start_mismatch(self, source: SequentialRecommender) -> str | None:
+        """Code embeddings mean something only against the centres they were trained on."""
+        mine, theirs = self._data_kwargs["code_centres"], source.data_kwargs().get("code_centres", {})
+        for m in self.modalities:
+            if m in mine and (m not in theirs or not np.array_equal(mine[m], theirs[m])):
+                return f"{m} code centres differ from the champion's (codes were rebuilt)"
+        return None
 
     # --- graph batches ---
     def _graph_codes(self) -> dict[int, np.ndarray]:

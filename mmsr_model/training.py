@@ -5,7 +5,8 @@ samples (:mod:`mmsr_model.batching`, :mod:`mmsr_model.fitting`), then ranks the
 'valid' split against all items; early stopping (:mod:`mmsr_model.early_stopping`)
 watches ``config.eval_metric`` and the best epoch's weights are restored at the end
 (or, with ``config.refit``, :func:`refit` trains a fresh model on train + valid for
-that many epochs).
+that many epochs). With ``config.warm_start_from`` both start from an older model's
+weights instead of random ones (:mod:`mmsr_model.warm_start`).
 With ``config.checkpoint_dir`` the loop's state is saved after every epoch and a
 rerun resumes after the last saved one (see :mod:`mmsr_model.checkpoint`).
 Models without trainable parameters (Pop) get one "epoch" of validation only.
@@ -35,8 +36,10 @@ from mmsr_model.evaluation import evaluate
 from mmsr_model.fitting import Autocast, fit_epoch, make_trainee
 from mmsr_model.metrics import metric_names
 from mmsr_model.objectives import LossKind, Objective
+from mmsr_model.persistence import load_model
 from mmsr_model.registry import build_model, model_class
 from mmsr_model.seeding import seed_everything
+from mmsr_model.warm_start import transfer_weights
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,8 @@ class TrainConfig:
     checkpoint_dir: str | None = None
     # after early stopping, retrain from scratch on train + valid targets for the best epoch count
     refit: bool = False
+    # a saved model (persistence format) whose weights seed selection and refit (None: cold start)
+    warm_start_from: str | None = None
 
 
 def config_for(model: str, base: TrainConfig, **changes: Any) -> TrainConfig:
@@ -113,8 +118,7 @@ def train(
         raise ValueError("early stopping needs a non-empty 'valid' split")
     seed_everything(config.seed)
     device = resolve_device(config.device)
-    model = build_model(config.model, data, **config.model_params).to(device)
-    sync_parameters(model)
+    model = _initial_model(config, data, device)
     samples = train_samples(data, config.max_train_samples, config.seed)
     history = TrainHistory(device=str(device), n_train_samples=len(samples))
     started = time.perf_counter()
@@ -198,6 +202,9 @@ def _select_epochs(
 def refit(config: TrainConfig, data: SequenceData, history: TrainHistory) -> SequentialRecommender:
     """A fresh model trained on the train and valid targets for ``history.best_epoch`` epochs.
 
+    A warm run's refit starts from the same older weights as its selection did, so the
+    epoch count it reuses was measured from the same starting point.
+
     Early stopping needs targets it does not train on, so the selected model never
     learns each user's most recent pre-test interaction, the one nearest to what it
     will be asked to predict. Validation has done its job once it has chosen the epoch
@@ -208,8 +215,7 @@ def refit(config: TrainConfig, data: SequenceData, history: TrainHistory) -> Seq
     device = resolve_device(config.device)
     merged = data.with_valid_in_train()
     seed_everything(config.seed)
-    model = build_model(config.model, merged, **config.model_params).to(device)
-    sync_parameters(model)
+    model = _initial_model(config, merged, device)
     samples = train_samples(merged, config.max_train_samples, config.seed)
     history.refit_samples = len(samples)
     if not any(p.requires_grad for p in model.parameters()):  # Pop: its counts now include valid targets
@@ -221,6 +227,20 @@ def refit(config: TrainConfig, data: SequenceData, history: TrainHistory) -> Seq
         history.refit_epochs = epoch
         log.info("refit epoch %d: train_loss %.5f", epoch, loss)
     return model.eval()
+
+
+def _initial_model(config: TrainConfig, data: SequenceData, device: torch.device) -> SequentialRecommender:
+    """A fresh model for ``data``, seeded with ``config.warm_start_from``'s weights when set.
+
+    Rank 0 reads the file; ``sync_parameters`` hands its weights to the other ranks.
+    A model without trainable weights (Pop) is rebuilt from the data every time.
+    """
+    model = build_model(config.model, data, **config.model_params).to(device)
+    trainable = any(p.requires_grad for p in model.parameters())
+    if config.warm_start_from is not None and trainable and is_main():
+        transfer_weights(load_model(config.warm_start_from), model)
+    sync_parameters(model)
+    return model
 
 
 def _fit_epoch(

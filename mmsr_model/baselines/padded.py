@@ -38,6 +38,8 @@ class PaddedSequenceModel(SequentialRecommender):
     """Base of models that read a padded item-id tensor and score by dot product."""
 
     batches_by_length = True
+    #: row 0 is padding, item i is row i + 1: an older model's rows are still a prefix
+    item_tables = ("item_embedding.weight",)
 
     def __init__(self, n_items: int, config: ModelConfig, embedding_size: int) -> None:
         super().__init__(n_items, config)

@@ -157,6 +157,24 @@ class Settings(BaseSettings):
         0.0, ge=0, description="how much the challenger must beat the champion by"
     )
 
+    warm_start: Literal["auto", "never"] = Field(
+        "never",
+        description="auto: when a champion exists, its id maps are a prefix of today's and the codes kept "
+        "their centres, every model starts from the champion run's weights and trains the warm schedule; "
+        "any failed check trains cold (reason logged). never (default until a full-size replay shows warm "
+        "nights score level with cold ones): every night trains from random weights, codes re-clustered",
+    )
+    warm_max_epochs: int = Field(
+        5, ge=1, description="epoch cap of a warm night's selection run (its refit reuses the best count)"
+    )
+    warm_patience: int = Field(2, ge=1, description="early-stopping patience of a warm night")
+    full_retrain_every_days: int = Field(
+        7,
+        ge=0,
+        description="a cold retrain and a fresh clustering of the codes once this many days have passed "
+        "since the last ones (0: every night)",
+    )
+
     train_processes: int = Field(
         1,
         ge=1,

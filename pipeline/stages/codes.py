@@ -4,6 +4,14 @@ Per modality present under ``embeddings/``: optional seeded PCA to
 ``codes_reduce_dim``, seeded MiniBatchKMeans with ``c`` clusters over the items that
 have a vector, then each item links to its ``k`` nearest centres (nearest first).
 
+The clustering is kept (``codes/<modality>_codebook.npz``, see
+:mod:`pipeline.stages.codebook`): later nights only assign items, new ones included,
+to the same centres, so code ids mean the same thing and the train stage can warm
+start from the champion. A night clusters afresh when there is nothing to keep, the
+clustering settings or an embedding dimension changed, ``full_retrain_every_days``
+have passed since the last clustering, or ``warm_start`` is ``never``; the report
+says which (``rebuilt``, ``reason``).
+
 Where things live:
 - ``codes/<modality>_centres.parquet``: the centres in the ORIGINAL embedding space
   (PCA centres are mapped back with ``inverse_transform``), so they share a space with
@@ -19,6 +27,9 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +37,7 @@ import pyarrow.compute as pc
 
 from pipeline.core.config import Settings
 from pipeline.core.errors import PipelineError
+from pipeline.stages.codebook import Codebook, codebook_path, read_state, write_state
 from pipeline.stages.embed.store import read_vectors
 from pipeline.warehouse.codes_table import centres_path, item_codes_rows, write_centres, write_item_codes
 
@@ -51,12 +63,16 @@ class ModalityCodes:
 @dataclass
 class CodesReport:
     dataset: str
+    rebuilt: bool = True
+    reason: str = ""
     modalities: dict[str, ModalityCodes] = field(default_factory=dict)
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, object]:
         return {
             "dataset": self.dataset,
+            "rebuilt": self.rebuilt,
+            "reason": self.reason,
             "modalities": {m: asdict(r) for m, r in self.modalities.items()},
             "seconds": self.seconds,
         }
@@ -70,8 +86,8 @@ def cluster(
     seed: int,
     whiten: bool = False,
     levels: int = 1,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, ModalityCodes]:
-    """``(centres in the input space, codes (n, k), distances (n, k), summary)``.
+) -> tuple[np.ndarray, Codebook, ModalityCodes]:
+    """``(centres in the input space, the fitted codebook, summary)``.
 
     One level: ``c`` k-means centres, each item linked to its ``k`` nearest. Several
     levels (a residual quantiser): level ``l`` clusters what the levels before it left
@@ -91,12 +107,13 @@ def cluster(
         k = c
     for note in notes:
         log.warning("%s", note)
-    space = vectors.astype(np.float64)
-    pca = None
+    x = vectors.astype(np.float64)
+    pca, mean, projection = None, np.zeros(dim), None
     if whiten or (reduce_dim is not None and reduce_dim < dim):
-        components = min(reduce_dim or dim, n, dim)
-        pca = PCA(n_components=components, whiten=whiten, random_state=seed)
-        space = pca.fit_transform(space)
+        pca = PCA(n_components=min(reduce_dim or dim, n, dim), whiten=whiten, random_state=seed).fit(x)
+        mean = pca.mean_
+        projection = pca.components_.T / (np.sqrt(pca.explained_variance_) if whiten else 1.0)
+    space = Codebook(mean, projection, np.zeros((0, 0)), 1, k).to_space(x)
 
     def kmeans(level: int) -> MiniBatchKMeans:
         return MiniBatchKMeans(
@@ -113,32 +130,17 @@ def cluster(
             return points
         return pca.inverse_transform(points) - (pca.mean_ if residual else 0.0)
 
-    if levels == 1:
-        model = kmeans(0).fit(space)
-        distances = np.sqrt(
-            np.maximum(
-                (space**2).sum(1)[:, None]
-                - 2 * space @ model.cluster_centers_.T
-                + (model.cluster_centers_**2).sum(1),
-                0.0,
-            )
-        )
-        order = np.argsort(distances, axis=1, kind="stable")[:, :k]
-        nearest = np.take_along_axis(distances, order, axis=1)
-        centres = to_input_space(model.cluster_centers_, residual=False)
-        inertia = float(model.inertia_)
-    else:
-        residual, codes, gaps, books = space, [], [], []
-        for level in range(levels):
-            model = kmeans(level).fit(residual)
-            chosen = model.predict(residual)
-            residual = residual - model.cluster_centers_[chosen]
-            codes.append(chosen + level * c)
-            gaps.append(np.linalg.norm(residual, axis=1))
-            books.append(to_input_space(model.cluster_centers_, residual=level > 0))
-        order, nearest, centres = np.stack(codes, 1), np.stack(gaps, 1), np.concatenate(books)
-        inertia, k = float((residual**2).sum()), levels
-    sizes = np.bincount(order[:, 0], minlength=c)
+    residual, books = space, []
+    for level in range(levels):
+        model = kmeans(level).fit(residual)
+        residual = residual - model.cluster_centers_[model.predict(residual)]
+        books.append(model.cluster_centers_)
+    k = levels if levels > 1 else k
+    codebook = Codebook(mean, projection, np.concatenate(books), levels, k)
+    codes, distances = codebook.assign(space)
+    inertia = float((residual**2).sum()) if levels > 1 else float(model.inertia_)
+    centres = np.concatenate([to_input_space(book, residual=level > 0) for level, book in enumerate(books)])
+    sizes = np.bincount(codes[:, 0], minlength=c)
     summary = ModalityCodes(
         items=n,
         c=len(centres),
@@ -150,44 +152,97 @@ def cluster(
         warnings=notes,
         levels=levels,
     )
-    return centres.astype(np.float32), order.astype(np.int32), nearest.astype(np.float32), summary
+    return centres.astype(np.float32), codebook, summary
 
 
-def run_codes(settings: Settings, dataset: str) -> CodesReport:
-    """Cluster every embedded modality of ``dataset`` and write centres and item codes."""
+def clustering_settings(settings: Settings) -> dict[str, Any]:
+    """The settings a codebook depends on: a change means the kept one no longer applies."""
+    return {
+        "c": settings.codes_c,
+        "k": settings.codes_k,
+        "reduce_dim": settings.codes_reduce_dim,
+        "whiten": settings.codes_whiten,
+        "levels": settings.codes_levels,
+        "seed": settings.seed,
+    }
+
+
+def rebuild_reason(settings: Settings, codes_dir: Path, dims: dict[str, int], run_date: date) -> str | None:
+    """Why tonight must cluster afresh (new centres, so warm start trains cold); None: keep the codebooks."""
+    if settings.warm_start == "never":
+        return "warm_start is never: codes are clustered afresh every night"
+    state = read_state(codes_dir)
+    if state is None:
+        return "no kept codebooks"
+    if state.get("clustering") != clustering_settings(settings):
+        return "the clustering settings changed"
+    age = (run_date - date.fromisoformat(state["built_on"])).days
+    if age >= settings.full_retrain_every_days:
+        every = settings.full_retrain_every_days
+        return f"full rebuild due: codebooks built {age} day(s) ago, full_retrain_every_days={every}"
+    for modality, dim in dims.items():
+        if state.get("dims", {}).get(modality) != dim or not codebook_path(codes_dir, modality).is_file():
+            return f"no kept {modality} codebook of dimension {dim}"
+        if not centres_path(codes_dir, modality).is_file():
+            return f"{modality} centres are missing"
+    return None
+
+
+def _modality_vectors(root: Path, modality: str) -> tuple[list[str], np.ndarray] | None:
+    """Ids and vectors of the items that have a ``modality`` vector; None when there are none."""
+    source = root / "embeddings" / f"{modality}.parquet"
+    stale_centres = centres_path(root / "codes", modality)
+    if not source.is_file():
+        if stale_centres.exists():
+            log.info("%s: no %s embeddings any more, removing stale %s", root.name, modality, stale_centres)
+            stale_centres.unlink()
+        codebook_path(root / "codes", modality).unlink(missing_ok=True)
+        return None
+    table, vectors, present = read_vectors(source)
+    if not present.any():
+        log.warning("%s: no item has a %s vector: no %s codes", root.name, modality, modality)
+        stale_centres.unlink(missing_ok=True)
+        codebook_path(root / "codes", modality).unlink(missing_ok=True)
+        return None
+    return pc.filter(table["item_id"], pa.array(present)).to_pylist(), vectors[present]
+
+
+def run_codes(settings: Settings, dataset: str, run_date: date | None = None) -> CodesReport:
+    """Assign every embedded item of ``dataset`` to modality codes; write centres and item codes.
+
+    The kept codebooks are used unless :func:`rebuild_reason` says otherwise; then each
+    modality is clustered afresh and its codebook kept from ``run_date`` (default today).
+    """
     started = time.perf_counter()
+    run_date = run_date or datetime.now(UTC).date()
     root = settings.dataset_dir(dataset)
-    report = CodesReport(dataset)
     codes_dir = root / "codes"
+    if not any((root / "embeddings" / f"{m}.parquet").is_file() for m in MODALITIES):
+        raise PipelineError(f"{root / 'embeddings'}: no text or image embeddings; run `mmsr embed` first")
+    inputs = {m: found for m in MODALITIES if (found := _modality_vectors(root, m)) is not None}
+    dims = {m: int(vectors.shape[1]) for m, (_, vectors) in inputs.items()}
+    reason = rebuild_reason(settings, codes_dir, dims, run_date)
+    report = CodesReport(dataset, rebuilt=reason is not None, reason=reason or "kept the codebooks")
+    log.info("%s codes: %s", dataset, "clustering afresh: " + reason if reason else report.reason)
     parts: list[pa.Table] = []
-    sources = 0
-    for modality in MODALITIES:
-        source = root / "embeddings" / f"{modality}.parquet"
-        stale_centres = centres_path(codes_dir, modality)
-        if not source.is_file():
-            if stale_centres.exists():
-                log.info(
-                    "%s: no %s embeddings any more, removing stale %s", dataset, modality, stale_centres.name
-                )
-                stale_centres.unlink()
-            continue
-        sources += 1
-        table, vectors, present = read_vectors(source)
-        if not present.any():
-            log.warning("%s: no item has a %s vector: no %s codes", dataset, modality, modality)
-            stale_centres.unlink(missing_ok=True)
-            continue
-        item_ids = pc.filter(table["item_id"], pa.array(present)).to_pylist()
-        centres, codes, distances, summary = cluster(
-            vectors[present],
-            settings.codes_c,
-            settings.codes_k,
-            settings.codes_reduce_dim,
-            settings.seed,
-            whiten=settings.codes_whiten,
-            levels=settings.codes_levels,
-        )
-        write_centres(codes_dir, modality, centres)
+    for modality, (item_ids, vectors) in inputs.items():
+        if reason is None:
+            codebook = Codebook.load(codebook_path(codes_dir, modality))
+        else:
+            centres, codebook, summary = cluster(
+                vectors,
+                settings.codes_c,
+                settings.codes_k,
+                settings.codes_reduce_dim,
+                settings.seed,
+                whiten=settings.codes_whiten,
+                levels=settings.codes_levels,
+            )
+            write_centres(codes_dir, modality, centres)
+            codebook.save(codebook_path(codes_dir, modality))
+        codes, distances = codebook.assign(codebook.to_space(vectors))
+        if reason is None:
+            summary = _kept_summary(codebook, codes, distances)
         parts.append(item_codes_rows(item_ids, modality, codes, distances))
         report.modalities[modality] = summary
         log.info(
@@ -199,8 +254,24 @@ def run_codes(settings: Settings, dataset: str) -> CodesReport:
             summary.k,
             summary.inertia,
         )
-    if not sources:
-        raise PipelineError(f"{root / 'embeddings'}: no text or image embeddings; run `mmsr embed` first")
     write_item_codes(codes_dir, parts)
+    if reason is not None:
+        write_state(codes_dir, run_date, clustering_settings(settings), dims)
     report.seconds = round(time.perf_counter() - started, 3)
     return report
+
+
+def _kept_summary(codebook: Codebook, codes: np.ndarray, distances: np.ndarray) -> ModalityCodes:
+    """The summary of a night that assigned items to a kept codebook: its inertia and cluster sizes."""
+    left = distances[:, 0] if codebook.levels == 1 else distances[:, -1]
+    sizes = np.bincount(codes[:, 0], minlength=len(codebook.centres) // codebook.levels)
+    return ModalityCodes(
+        items=len(codes),
+        c=len(codebook.centres),
+        k=codebook.k,
+        dim=codebook.dim,
+        cluster_dim=int(codebook.centres.shape[1]),
+        inertia=round(float((left.astype(np.float64) ** 2).sum()), 4),
+        cluster_sizes={"min": int(sizes.min()), "max": int(sizes.max()), "empty": int((sizes == 0).sum())},
+        levels=codebook.levels,
+    )

@@ -132,3 +132,36 @@ def test_residual_levels_give_one_code_per_level_from_separate_codebooks(
     index = DatasetIndex(dataset="shop", user_ids=np.array([]), item_ids=np.array(ids))
     item_codes, code_centres = _read_codes(codes_dir(mmsr_home), index)
     assert item_codes["text"].shape == (30, 2) and code_centres["text"].shape == (6, 8)
+
+
+def test_later_nights_keep_the_centres_assign_new_items_and_rebuild_on_schedule(mmsr_home: Path) -> None:
+    from datetime import date, timedelta
+
+    vectors, _ = blobs(10, 8, seed=0)
+    day = date(2026, 3, 1)
+    settings = Settings(codes_c=3, codes_k=2, full_retrain_every_days=7, warm_start="auto")
+    write_modality(mmsr_home, "text", vectors, [None] * 24 + ["no_text"] * 6)
+    assert run_codes(settings, "shop", day).rebuilt
+    centres = pq.read_table(codes_dir(mmsr_home) / "text_centres.parquet")
+    first = pq.read_table(codes_dir(mmsr_home) / "item_codes.parquet")
+
+    grown = np.vstack([vectors, vectors[:3] + 0.01])  # 6 items gain a text vector, 3 are new
+    write_modality(mmsr_home, "text", grown, [None] * 33)
+    report = run_codes(settings, "shop", day + timedelta(days=6))
+    assert (report.rebuilt, report.reason) == (False, "kept the codebooks")
+    assert pq.read_table(codes_dir(mmsr_home) / "text_centres.parquet").equals(centres)
+    table = pq.read_table(codes_dir(mmsr_home) / "item_codes.parquet")
+    assert table.slice(0, 24).equals(first)  # known items keep their codes
+    codes = np.array(table["codes"].to_pylist())
+    centre_vectors = np.array(centres["vector"].to_pylist())
+    nearest = np.linalg.norm(grown[:, None] - centre_vectors[None], axis=2).argsort(axis=1)[:, :2]
+    assert (codes == nearest).all()  # every item, new ones included, on its nearest kept centres
+
+    report = run_codes(settings, "shop", day + timedelta(days=7))
+    assert report.rebuilt and "full rebuild due: codebooks built 7 day(s) ago" in report.reason
+    assert not run_codes(settings, "shop", day + timedelta(days=8)).rebuilt
+    assert (
+        "settings changed"
+        in run_codes(Settings(codes_c=4, warm_start="auto"), "shop", day + timedelta(days=8)).reason
+    )
+    assert run_codes(Settings(codes_c=3, codes_k=2, warm_start="never"), "shop", day).rebuilt

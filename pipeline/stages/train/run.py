@@ -5,6 +5,9 @@ all settings as params, the input fingerprint, per-epoch curves, final and
 baseline metrics, and the artifacts. A run that fails before registration never
 reaches the promotion gate, so it cannot touch ``champion``.
 
+Tonight's start, warm from the champion's weights or cold, is decided first
+(:mod:`pipeline.stages.train.warm`) and tagged on the run.
+
 Training checkpoints every epoch under the dataset's ``checkpoints/`` folder, so a
 retried task (Airflow retries a crashed stage) or a rerun of ``mmsr train`` resumes
 after the last finished epoch instead of starting over; a run that gets through
@@ -19,21 +22,23 @@ import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import mlflow
 import yaml
 
+from mmsr_model.base import SequentialRecommender
 from mmsr_model.data import SequenceData
-from mmsr_model.distributed import describe, is_main
+from mmsr_model.distributed import describe, from_main, is_main
 from mmsr_model.evaluation import evaluate
-from mmsr_model.training import TrainHistory, train
+from mmsr_model.training import TrainConfig, TrainHistory, train
 from pipeline.core.config import Settings
 from pipeline.serving.registry import log_pyfunc, registered_name, setup_mlflow
 from pipeline.stages.promote import run_promote
 from pipeline.stages.train.config import EVAL_KS, train_config
+from pipeline.stages.train.warm import COLD, WARM, WarmPlan, log_warm_artifacts, plan_warm_start
 from pipeline.warehouse.dataset import dataset_fingerprint, load_sequence_data
 from pipeline.warehouse.model_runs import upsert_model_run
 
@@ -56,6 +61,11 @@ class TrainReport:
     fingerprint: str
     val: dict[str, float]
     test: dict[str, float]
+    warm_start: str = COLD
+    warm_start_reason: str = ""
+    warm_start_from: int | None = None
+    refit_epochs: int = 0
+    samples_processed: int = 0
     baselines: dict[str, dict[str, float]] = field(default_factory=dict)
     promotion: dict[str, Any] | None = None
 
@@ -152,43 +162,71 @@ def _log_artifacts(
         mlflow.log_artifacts(str(root / "codes"), "codebooks")
 
 
+def _model_config(settings: Settings, name: str, plan: WarmPlan, checkpoints: Path) -> TrainConfig:
+    """``name``'s training configuration tonight: the warm schedule when the plan seeds it."""
+    config = replace(train_config(settings, name), checkpoint_dir=str(checkpoints))
+    if name not in plan.weights:
+        return config
+    return replace(
+        config,
+        warm_start_from=plan.weights[name],
+        max_epochs=settings.warm_max_epochs,
+        patience=min(config.patience, settings.warm_patience),
+    )
+
+
+def samples_processed(history: TrainHistory) -> int:
+    """Training samples the run stepped through, selection and refit: a load-independent cost."""
+    return history.n_train_samples * len(history.epochs) + history.refit_samples * history.refit_epochs
+
+
 def _train_baselines(
-    settings: Settings, data: SequenceData, checkpoints: Path
-) -> dict[str, dict[str, float]]:
+    settings: Settings, data: SequenceData, plan: WarmPlan, checkpoints: Path
+) -> tuple[dict[str, dict[str, float]], list[SequentialRecommender]]:
     """Each enabled baseline trained on the same split; its test metrics logged with its prefix."""
     results: dict[str, dict[str, float]] = {}
+    models = []
     for name in settings.baselines:
         log.info("training baseline %s", name)
-        config = replace(train_config(settings, name), checkpoint_dir=str(checkpoints))
+        config = _model_config(settings, name, plan, checkpoints)
         model, _ = train(config, data, on_epoch_end=_epoch_logger(f"{name}_"))
         test = _test_metrics(model, data, config.device)
         mlflow.log_metrics({f"{name}_test_{key}": value for key, value in test.items()})
         results[name] = test
-    return results
+        models.append(model)
+    return results, models
 
 
-def _train_as_worker(settings: Settings, dataset: str) -> dict[str, Any]:
+def _train_as_worker(settings: Settings, dataset: str, data: SequenceData, plan: WarmPlan) -> dict[str, Any]:
     """A data-parallel rank other than 0: the same training calls as rank 0, nothing logged or written."""
-    data, _ = load_sequence_data(settings, dataset)
     checkpoints = settings.dataset_dir(dataset) / "checkpoints"
     for name in ("mmsr", *settings.baselines):
-        train(replace(train_config(settings, name), checkpoint_dir=str(checkpoints)), data)
+        train(_model_config(settings, name, plan, checkpoints), data)
     return {"dataset": dataset, "worker": describe()}
 
 
-def run_train(settings: Settings, dataset: str, promote: bool = True) -> TrainReport | dict[str, Any]:
+def run_train(
+    settings: Settings, dataset: str, promote: bool = True, run_date: date | None = None
+) -> TrainReport | dict[str, Any]:
     """Train MMSR (and the baselines), log + register it, then run the promotion gate.
 
-    Under data-parallel training (``train_processes`` > 1) rank 0 does all of this; the
-    other ranks only take part in the training calls.
+    ``run_date`` (default today) drives the full-retrain schedule of warm starts. Under
+    data-parallel training (``train_processes`` > 1) rank 0 does all of this and hands
+    its warm-start plan to the other ranks, which only take part in the training calls.
     """
-    if not is_main():
-        return _train_as_worker(settings, dataset)
-    data, _ = load_sequence_data(settings, dataset)
-    fingerprint = dataset_fingerprint(settings, dataset)
-    setup_mlflow(settings, dataset)
+    run_date = run_date or datetime.now(UTC).date()
+    data, index = load_sequence_data(settings, dataset)
     checkpoints = settings.dataset_dir(dataset) / "checkpoints"
-    config = replace(train_config(settings), checkpoint_dir=str(checkpoints))
+    plan = None
+    if is_main():
+        setup_mlflow(settings, dataset)
+        params = {name: train_config(settings, name).model_params for name in ("mmsr", *settings.baselines)}
+        plan = plan_warm_start(settings, dataset, data, index, run_date, params)
+    plan = from_main(plan)
+    if not is_main():
+        return _train_as_worker(settings, dataset, data, plan)
+    fingerprint = dataset_fingerprint(settings, dataset)
+    config = _model_config(settings, "mmsr", plan, checkpoints)
     started = time.perf_counter()
     with mlflow.start_run(run_name=f"{dataset}-{datetime.now(UTC):%Y%m%dT%H%M%S}") as run:
         mlflow.log_params(flat_params(settings, dataset))
@@ -199,7 +237,7 @@ def run_train(settings: Settings, dataset: str, promote: bool = True) -> TrainRe
                 for key, value in entry.items()
             }
         )
-        mlflow.set_tags({"dataset": dataset, "dataset_fingerprint": fingerprint["sha256"]})
+        mlflow.set_tags({"dataset": dataset, "dataset_fingerprint": fingerprint["sha256"], **plan.tags()})
         model, history = train(config, data, on_epoch_end=_epoch_logger())
         train_seconds = time.perf_counter() - started
         final = {"valid": history.best_val, "test": _test_metrics(model, data, config.device)}
@@ -210,12 +248,14 @@ def run_train(settings: Settings, dataset: str, promote: bool = True) -> TrainRe
                 "best_epoch": history.best_epoch,
                 "refit_epochs": history.refit_epochs,
                 "train_seconds": train_seconds,
+                "samples_processed": samples_processed(history),
             }
         )
-        baselines = _train_baselines(settings, data, checkpoints)
+        baselines, baseline_models = _train_baselines(settings, data, plan, checkpoints)
         table = {"mmsr valid": final["valid"], "mmsr test": final["test"]}
         table |= {f"{name} test": metrics for name, metrics in baselines.items()}
         _log_artifacts(settings, dataset, history, table)
+        log_warm_artifacts([model, *baseline_models], settings.dataset_dir(dataset))
         version = log_pyfunc(model, settings.dataset_dir(dataset) / "item_index.parquet", dataset)
     report = TrainReport(
         dataset=dataset,
@@ -230,6 +270,11 @@ def run_train(settings: Settings, dataset: str, promote: bool = True) -> TrainRe
         fingerprint=fingerprint["sha256"],
         val=final["valid"],
         test=final["test"],
+        warm_start=plan.mode,
+        warm_start_reason=plan.reason,
+        warm_start_from=plan.champion_version if plan.mode == WARM else None,
+        refit_epochs=history.refit_epochs,
+        samples_processed=samples_processed(history),
         baselines=baselines,
     )
     upsert_model_run(
@@ -244,6 +289,8 @@ def run_train(settings: Settings, dataset: str, promote: bool = True) -> TrainRe
             "best_epoch": report.best_epoch,
             "epochs": report.epochs,
             "train_seconds": report.train_seconds,
+            "warm_start": report.warm_start,
+            "warm_start_from": report.warm_start_from,
             **{f"val_{k}": v for k, v in report.val.items()},
             **{f"test_{k}": v for k, v in report.test.items()},
             **{f"{b}_test_{k}": v for b, metrics in baselines.items() for k, v in metrics.items()},

@@ -1,0 +1,272 @@
+"""Night-by-night replay: warm start from the champion against cold training, on Beauty.
+
+Beauty (``sequences/beauty``) is revealed over ``--nights`` simulated nights. A seeded
+25% of the users is drawn for every night after the first; each drawn user's
+sequence is held back by one interaction per draw, and night ``n`` reveals the
+interactions of the users drawn for night ``n`` (items seen for the first time are
+the night's new items). Night 0 is the cold start that creates the champion.
+
+Every night runs the real stages on ``MMSR_HOME``-style folders: extract (k-core off:
+the sample is not a core), embed text (the packaged MiniLM; incremental, so only new
+items embed), codes, train (MMSR + Pop) and the promotion gate. Two arms:
+
+- warm: ``warm_start: auto`` (codes keep their centres, train seeds from the champion);
+- cold: ``warm_start: never`` (codes re-clustered, every model from random weights).
+
+Night 0 is trained once and copied into both arms (it is the same cold run). The cold
+arm reuses the warm arm's embeddings (the same items and texts). Reported per night and
+arm: MMSR train wall time (selection + refit), epochs and training samples stepped
+through (load-independent), test NDCG@10 / HR@10 on that night's split with their
+standard errors (per-user values of the registered model), and promotion.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/nightly_replay.py --sample 1000 --max-epochs 12
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import logging
+import os
+import platform
+import shutil
+import tempfile
+import time
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("MMSR_SHARED_DATA", ROOT.parent / "shared" / "data")) / "sequences" / "beauty"
+RESULTS = ROOT / "benchmarks" / "results"
+DATASET, SEED, SHARE = "beauty", 2023, 0.25
+NIGHT_0 = date(2026, 1, 1)
+TARGET_COST, K = 0.30, 10
+
+log = logging.getLogger("benchmarks.nightly_replay")
+
+
+def read_sequences(sample: int | None) -> list[list[str]]:
+    """``[user, item, item, ...]`` lines of the first ``sample`` users (all when None)."""
+    with gzip.open(DATA / "user_sequence.txt.gz", "rt", encoding="utf-8") as fh:
+        rows = [line.split() for line in fh if line.strip()]
+    return rows[:sample] if sample else rows
+
+
+def reveal_plan(lengths: np.ndarray, nights: int, seed: int) -> np.ndarray:
+    """``drawn[n, u]``: user ``u`` gets its next interaction on night ``n`` (n >= 1).
+
+    A user keeps at least 3 interactions on night 0 (a leave-one-out split needs them).
+    """
+    rng = np.random.default_rng(seed)
+    drawn = np.zeros((nights, len(lengths)), dtype=bool)
+    for night in range(1, nights):
+        drawn[night] = rng.random(len(lengths)) < SHARE
+    held = np.cumsum(drawn[::-1], axis=0)[::-1]  # held[n, u]: interactions revealed on night n or later
+    drawn &= held <= (lengths - 3)[None, :]
+    return drawn
+
+
+def write_night(rows: list[list[str]], drawn: np.ndarray, night: int, path: Path) -> None:
+    """The reviews file of ``night``: every user's sequence without what later nights reveal."""
+    later = drawn[night + 1 :].sum(axis=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as fh:
+        for row, hold in zip(rows, later.tolist(), strict=True):
+            fh.write(" ".join(row[: len(row) - hold]) + "\n")
+
+
+def _settings(home: Path, warm: bool, max_epochs: int | None) -> Any:
+    from pipeline.core.config import Settings
+
+    model: dict[str, Any] = {"device": "cpu"}
+    if max_epochs is not None:
+        model["max_epochs"] = max_epochs
+    return Settings(
+        home=home,
+        kcore=0,
+        baselines=["pop"],
+        warm_start="auto" if warm else "never",
+        image_download=False,
+        model=model,
+    )
+
+
+def _test_errors(settings: Any, run_id: str) -> dict[str, float]:
+    """NDCG@10 and HR@10 of the run's MMSR on the test split, with standard errors over users."""
+    import mlflow
+
+    from mmsr_model.evaluation import sample_ranks
+    from mmsr_model.persistence import load_model
+    from pipeline.warehouse.dataset import load_sequence_data
+
+    data, _ = load_sequence_data(settings, DATASET)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="warm/mmsr.pt", dst_path=tmp)
+        model = load_model(path)
+    ranks = sample_ranks(model, data, data.splits["test"], device="cpu")
+    ndcg = np.where(ranks <= K, 1.0 / np.log2(ranks + 1), 0.0)
+    hit = (ranks <= K).astype(float)
+    n = len(ranks)
+    return {
+        "ndcg_at_10": float(ndcg.mean()),
+        "ndcg_at_10_se": float(ndcg.std(ddof=1) / np.sqrt(n)),
+        "hr_at_10": float(hit.mean()),
+        "hr_at_10_se": float(hit.std(ddof=1) / np.sqrt(n)),
+        "test_users": n,
+    }
+
+
+def run_night(settings: Any, reviews: Path, run_date: date, embeddings_from: Path | None) -> dict[str, Any]:
+    """The real stages for one night; returns the figures of the night."""
+    from pipeline.stages.codes import run_codes
+    from pipeline.stages.embed import run_embed
+    from pipeline.stages.extract import run_extract
+    from pipeline.stages.train.run import run_train
+
+    extract = run_extract(settings, DATASET, "sequences", reviews, DATA / "item_text.txt.gz")
+    embed_s = 0.0
+    if embeddings_from is None:
+        started = time.perf_counter()
+        run_embed(settings, DATASET, "text")
+        embed_s = time.perf_counter() - started
+    else:
+        target = settings.dataset_dir(DATASET) / "embeddings"
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.copytree(embeddings_from, target)
+    codes = run_codes(settings, DATASET, run_date)
+    report = run_train(settings, DATASET, promote=True, run_date=run_date)
+    promotion = report.promotion or {}
+    return {
+        "run_date": run_date.isoformat(),
+        "users": extract.users,
+        "items": extract.items,
+        "new_items": extract.new_items,
+        "embed_seconds": round(embed_s, 1),
+        "codes_rebuilt": codes.rebuilt,
+        "warm_start": report.warm_start,
+        "warm_start_reason": report.warm_start_reason,
+        "train_seconds": report.train_seconds,
+        "epochs": report.epochs,
+        "refit_epochs": report.refit_epochs,
+        "samples_processed": report.samples_processed,
+        "model_version": report.model_version,
+        "promoted": bool(promotion.get("promoted")),
+        "load_avg_after": os.getloadavg()[0],
+        **_test_errors(settings, report.run_id),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sample", type=int, default=None, help="first N users (default: all)")
+    parser.add_argument("--max-epochs", type=int, default=None, help="cap on a cold night's epochs")
+    parser.add_argument("--nights", type=int, default=5)
+    parser.add_argument("--home", type=Path, default=None, help="work folder (default: a temporary one)")
+    parser.add_argument("--out", default="nightly_replay")
+    parser.add_argument("--render-only", action="store_true", help="rewrite the .md from the .json")
+    args = parser.parse_args()
+    if args.render_only:
+        payload = json.loads((RESULTS / f"{args.out}.json").read_text(encoding="utf-8"))
+        (RESULTS / f"{args.out}.md").write_text(render(payload), encoding="utf-8")
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    work = args.home or Path(tempfile.mkdtemp(prefix="mmsr-replay-"))
+    rows = read_sequences(args.sample)
+    drawn = reveal_plan(np.array([len(r) - 1 for r in rows]), args.nights, SEED)
+    homes = {"warm": work / "warm", "cold": work / "cold"}
+    results: dict[str, list[dict[str, Any]]] = {"warm": [], "cold": []}
+    load_before = os.getloadavg()
+    started = time.perf_counter()
+    for night in range(args.nights):
+        reviews = work / "raw" / f"night{night}" / "user_sequence.txt"
+        write_night(rows, drawn, night, reviews)
+        run_date = NIGHT_0 + timedelta(days=night)
+        warm = run_night(_settings(homes["warm"], True, args.max_epochs), reviews, run_date, None)
+        results["warm"].append(warm)
+        log.info("night %d warm: %s", night, warm)
+        if night == 0:  # the same cold run starts both arms
+            shutil.copytree(homes["warm"], homes["cold"])
+            results["cold"].append(dict(warm))
+            write_results(args, len(rows), load_before, started, results)
+            continue
+        embeddings = homes["warm"] / "warehouse" / DATASET / "embeddings"
+        cold = run_night(_settings(homes["cold"], False, args.max_epochs), reviews, run_date, embeddings)
+        results["cold"].append(cold)
+        log.info("night %d cold: %s", night, cold)
+        write_results(args, len(rows), load_before, started, results)
+
+
+def write_results(
+    args: argparse.Namespace,
+    users: int,
+    load_before: tuple[float, float, float],
+    started: float,
+    results: dict[str, list[dict[str, Any]]],
+) -> None:
+    """Both files, rewritten after every night so an interrupted replay keeps its nights."""
+    payload = {
+        "dataset": "beauty (sequences)",
+        "sample_users": args.sample or users,
+        "nights": args.nights,
+        "seed": SEED,
+        "share_per_night": SHARE,
+        "cold_max_epochs": args.max_epochs,
+        "threads": os.environ.get("OMP_NUM_THREADS"),
+        "machine": platform.machine(),
+        "load_avg_before": load_before,
+        "load_avg_after": os.getloadavg(),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "arms": results,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+    (RESULTS / f"{args.out}.md").write_text(render(payload), encoding="utf-8")
+    log.info("wrote %s", RESULTS / f"{args.out}.md")
+
+
+def render(payload: dict[str, Any]) -> str:
+    """The results table: one row per night, warm beside cold, and the two targets."""
+    lines = [
+        "# Nightly replay: warm start against cold training (Beauty)",
+        "",
+        f"First {payload['sample_users']} Beauty users, {payload['nights']} nights, seed {payload['seed']}, "
+        f"{payload['share_per_night']:.0%} of users get their next interaction each night; MMSR + Pop; cold "
+        f"epoch cap {payload['cold_max_epochs']} (warm: the `warm_max_epochs` default); "
+        f"OMP_NUM_THREADS={payload['threads']}. Taken UNDER LOAD: load average "
+        f"{payload['load_avg_before'][0]:.1f} before, {payload['load_avg_after'][0]:.1f} after, on a 2-core "
+        "machine shared with other training runs, so compare epochs and samples (load-independent) before "
+        "seconds. Not a full-Beauty run. Targets: a warm night at most "
+        f"{TARGET_COST:.0%} of the cold night's training time; its test NDCG@10 within one standard error "
+        "of the cold model's.",
+        "",
+        "| night | new items | arm | start | train s | epochs (+refit) | samples | "
+        "NDCG@10 ± SE | HR@10 ± SE | promoted | cost vs cold | NDCG within 1 SE |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for night, (warm, cold) in enumerate(zip(payload["arms"]["warm"], payload["arms"]["cold"], strict=True)):
+        for arm, row in (("warm", warm), ("cold", cold)):
+            if night == 0 and arm == "cold":
+                continue
+            cost = within = ""
+            if night > 0 and arm == "warm":
+                cost = f"{row['train_seconds'] / cold['train_seconds']:.0%} time, "
+                cost += f"{row['samples_processed'] / cold['samples_processed']:.0%} samples"
+                gap = abs(row["ndcg_at_10"] - cold["ndcg_at_10"])
+                within = "yes" if gap <= cold["ndcg_at_10_se"] else "no"
+            lines.append(
+                f"| {night} | {row['new_items']} | {'both' if night == 0 else arm} | {row['warm_start']} | "
+                f"{row['train_seconds']:.0f} | {row['epochs']} (+{row['refit_epochs']}) | "
+                f"{row['samples_processed']} | {row['ndcg_at_10']:.4f} ± {row['ndcg_at_10_se']:.4f} | "
+                f"{row['hr_at_10']:.4f} ± {row['hr_at_10_se']:.4f} | {'yes' if row['promoted'] else 'no'} | "
+                f"{cost} | {within} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

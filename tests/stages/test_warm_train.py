@@ -1,0 +1,129 @@
+"""Warm nights of the train stage: seeded from the champion run's weights, or cold with a logged reason."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from datetime import date, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pipeline.core.config import Settings
+from pipeline.serving.registry import setup_mlflow
+from pipeline.stages.train.config import train_config
+from pipeline.stages.train.run import TrainReport, run_train
+from pipeline.stages.train.warm import plan_warm_start
+from pipeline.warehouse.codes_table import write_centres
+from pipeline.warehouse.dataset import load_sequence_data
+from tests.tiny_warehouse import tiny_settings, write_tiny_warehouse
+
+NIGHT_0 = date(2026, 3, 1)
+
+
+def _settings(home: Path, **overrides: object) -> Settings:
+    values = {"warm_start": "auto", "warm_max_epochs": 2, "warm_patience": 1} | overrides
+    return tiny_settings(home, baselines=["pop", "gru4rec"], **values)
+
+
+@pytest.fixture(scope="module")
+def night_0(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, TrainReport]:
+    """A champion trained cold on 40 items; tests copy this home and grow its data."""
+    home = tmp_path_factory.mktemp("warm") / "home"
+    settings = _settings(home)
+    write_tiny_warehouse(settings, n_items=40)
+    return home, run_train(settings, "tiny", run_date=NIGHT_0)
+
+
+def _next_night(night_0: tuple[Path, TrainReport], tmp_path: Path, **overrides: object) -> Settings:
+    """A copy of night 0's home whose data grew by 4 items and 6 users (id maps extended)."""
+    home = tmp_path / "home"
+    shutil.copytree(night_0[0], home)
+    settings = _settings(home, **overrides)
+    write_tiny_warehouse(settings, n_items=44, n_users=66)
+    return settings
+
+
+def _plan(settings: Settings, run_date: date):  # noqa: ANN202
+    data, index = load_sequence_data(settings, "tiny")
+    setup_mlflow(settings, "tiny")
+    params = {name: train_config(settings, name).model_params for name in ("mmsr", *settings.baselines)}
+    return plan_warm_start(settings, "tiny", data, index, run_date, params)
+
+
+@pytest.mark.slow
+def test_a_grown_night_trains_warm_from_the_champion_and_tags_the_run(night_0: tuple, tmp_path: Path) -> None:
+    _, cold = night_0
+    assert (cold.warm_start, cold.warm_start_reason, cold.model_version) == ("cold", "no champion", 1)
+    settings = _next_night(night_0, tmp_path)
+    report = run_train(settings, "tiny", run_date=NIGHT_0 + timedelta(days=1))
+    assert (report.warm_start, report.warm_start_from) == ("warm", 1)
+    assert report.epochs <= 2 and report.refit_epochs == report.best_epoch
+    assert report.samples_processed > 0 and report.promotion is not None  # the gate still decides
+    tags = MlflowClient(settings.tracking_uri).get_run(report.run_id).data.tags
+    assert tags["warm_start"] == "warm" and tags["warm_start_from_version"] == "1"
+    assert tags["full_retrain_date"] == NIGHT_0.isoformat()  # the chain's cold night, for the schedule
+    assert tags["warm_start_reason"].startswith("from champion v1")
+    cold_tags = MlflowClient(settings.tracking_uri).get_run(cold.run_id).data.tags
+    assert (cold_tags["warm_start"], cold_tags["warm_start_from_version"]) == ("cold", "none")
+
+
+def _renumber(settings: Settings) -> None:
+    path = settings.dataset_dir("tiny") / "item_index.parquet"
+    table = pq.read_table(path)
+    ids = table["item_id"].to_pylist()
+    ids[0], ids[1] = ids[1], ids[0]
+    pq.write_table(table.set_column(0, "item_id", pa.array(ids)), path)
+
+
+def _move_centres(settings: Settings) -> None:
+    codes = settings.dataset_dir("tiny") / "codes"
+    write_centres(codes, "text", np.random.default_rng(7).normal(size=(4, 8)).astype(np.float32))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("change", "overrides", "days", "reason"),
+    [
+        (None, {"warm_start": "never"}, 1, "warm_start is never"),
+        (None, {}, 7, "full retrain due: last one 7 day(s) ago"),
+        (None, {"model": {"hidden_size": 8}}, 1, "mmsr hyper-parameters differ"),
+        (_renumber, {}, 1, "item_index.parquet: today's ids renumber"),
+        (_move_centres, {}, 1, "text code centres differ from the champion's (codes were rebuilt)"),
+    ],
+)
+def test_each_failed_check_falls_back_to_cold_with_its_reason(
+    night_0: tuple,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    change,
+    overrides,
+    days,
+    reason,  # noqa: ANN001
+) -> None:
+    caplog.set_level(logging.INFO, logger="pipeline.stages.train.warm")
+    settings = _next_night(night_0, tmp_path, **overrides)
+    if change is not None:
+        change(settings)
+    plan = _plan(settings, NIGHT_0 + timedelta(days=days))
+    assert plan.mode == "cold" and reason in plan.reason and not plan.weights
+    assert reason in caplog.text
+
+
+@pytest.mark.slow
+def test_a_shrunk_id_map_or_a_broken_champion_trains_cold_without_crashing(
+    night_0: tuple, tmp_path: Path
+) -> None:
+    settings = _next_night(night_0, tmp_path)
+    write_tiny_warehouse(settings, n_items=36)
+    assert "id map shrank" in _plan(settings, NIGHT_0 + timedelta(days=1)).reason
+    write_tiny_warehouse(settings, n_items=44, n_users=66)
+    downloaded = settings.dataset_dir("tiny") / "checkpoints" / "warm" / "v1" / "mmsr.pt"
+    downloaded.write_bytes(b"not a model")  # the champion's weights file is broken
+    report = run_train(settings, "tiny", promote=False, run_date=NIGHT_0 + timedelta(days=1))
+    assert report.warm_start == "cold" and "warm start check failed" in report.warm_start_reason
+    assert report.epochs > 0
