@@ -15,7 +15,7 @@ def graphs_of(
     histories: list[np.ndarray],
     codes: dict[int, np.ndarray],
     max_len: int = 50,
-    device: torch.device = torch.device("cpu"),
+    device: str = "cpu",
 ) -> GraphBatch:
     """The graph batch of whole ``histories`` (their last ``max_len`` items), built on ``device``."""
     packed = Histories.pack(histories)

@@ -1,4 +1,4 @@
-"""MSGraph building checked edge by edge on hand-made sequences; the reference builder against a frozen build."""
+"""MSGraph building checked edge by edge on made-up histories; the reference builder against a frozen run."""
 
 from __future__ import annotations
 

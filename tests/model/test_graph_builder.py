@@ -21,7 +21,8 @@ from seqdata import chain_data, graphs_of
 
 from mmsr_model.data import SequenceData, TargetSet
 from mmsr_model.graph import NODE_TYPES, GraphBatch, describe
-from mmsr_model.mmsr import MMSR
+from mmsr_model.histories import Histories
+from mmsr_model.mmsr import MMSR, PendingGraphs
 from mmsr_model.sparse import Pattern
 from mmsr_model.training import TrainConfig, train
 
@@ -119,6 +120,21 @@ def test_model_batches_match_the_reference(params: dict) -> None:
     assert_same(m.prepare_samples(data, valid), build_batch(data.histories(valid, m.max_len), model_codes(m)))
 
 
+def test_graphs_deferred_to_batch_to_equal_the_prepared_ones() -> None:
+    """The route a model off the CPU takes (padded histories and dropped links now, graphs in
+    ``batch_to`` on the target device), run on the CPU."""
+    data = data_with_codes()
+    m = MMSR.from_data(data, hidden_size=8, max_len=6, seed=0).eval()
+    histories = data.histories(data.splits["test"], m.max_len)
+    packed = Histories.pack(histories)
+    items = packed.windows(torch.arange(len(packed)), packed.lengths, m.max_len)
+    with m.drop_modality_links("both", p=0.5, seed=0):
+        prepared = m.prepare(histories)
+        deferred = m.batch_to(PendingGraphs(items, m._drops()), torch.device("cpu"))
+    assert_same(deferred, prepared)
+    assert prepared.type_counts != m.prepare(histories).type_counts  # the dropped links travelled along
+
+
 def data_with_codes() -> SequenceData:
     """Chain walks with text codes (an item without any) and image codes, vectors for the raw variant."""
     data = chain_data(n_users=60, n_items=40, min_len=3, max_len=14, seed=3)
@@ -194,5 +210,5 @@ def test_graphs_built_on_cuda_equal_the_cpu_ones() -> None:
     histories = [rng.integers(0, 25, size=n) for n in rng.integers(1, 60, size=300)]
     codes = code_variants(rng, 25)["text+image"]
     on_cpu = graphs_of(histories, codes, 50)
-    on_cuda = graphs_of(histories, codes, 50, device=torch.device("cuda")).to(torch.device("cpu"))
+    on_cuda = graphs_of(histories, codes, 50, device="cuda").to(torch.device("cpu"))
     assert_same(on_cuda, on_cpu)
