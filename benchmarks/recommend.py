@@ -253,7 +253,7 @@ def _write_results(result: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--phase", choices=["all", "score", "report"], default="all")
+    parser.add_argument("--phase", choices=["all", "prepare", "score", "report"], default="all")
     parser.add_argument("--home", type=Path, default=None, help="MMSR_HOME to use (default: a temp folder)")
     parser.add_argument(
         "--reuse",
@@ -268,6 +268,9 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.phase == "prepare":  # only set up --home (other checkouts then time --phase score on it)
+        print(json.dumps(_prepare(args.home)))
+        return
     if args.phase != "all":
         phase = _score if args.phase == "score" else _report
         print(json.dumps(phase(args.home, args.k, args.device)))

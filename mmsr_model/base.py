@@ -25,6 +25,7 @@ from torch import nn
 
 from mmsr_model.config import ModelConfig
 from mmsr_model.data import SequenceData, TargetSet
+from mmsr_model.histories import Histories
 
 
 class SequentialRecommender(nn.Module, ABC):
@@ -86,8 +87,25 @@ class SequentialRecommender(nn.Module, ABC):
         """Build a CPU batch from item-id histories (each non-empty, chronological)."""
 
     def prepare_samples(self, data: SequenceData, targets: TargetSet) -> Any:
-        """Build a batch for (user, position) samples; models may override to use caches."""
-        return self.prepare(data.histories(targets, self.max_len))
+        """Build a batch for (user, position) samples: the histories ``sequence[user][:position]``."""
+        users, positions = (
+            torch.from_numpy(np.asarray(a, dtype=np.int64)) for a in (targets.users, targets.positions)
+        )
+        return self.prepare_histories(data.packed(), users, positions)
+
+    def prepare_histories(self, histories: Histories, users: torch.Tensor, ends: torch.Tensor) -> Any:
+        """Build a batch for the histories ``sequence[users[b]][:ends[b]]`` of packed sequences.
+
+        Models with a vectorised path override it; by default each history is cut out and
+        handed to :meth:`prepare`.
+        """
+        items, ptr = histories.items.numpy(), histories.ptr.numpy()
+        return self.prepare(
+            [
+                items[ptr[u] + max(0, e - self.max_len) : ptr[u] + e]
+                for u, e in zip(users.tolist(), ends.tolist(), strict=True)
+            ]
+        )
 
     @abstractmethod
     def batch_to(self, batch: Any, device: torch.device) -> Any:

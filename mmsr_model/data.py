@@ -13,8 +13,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from mmsr_model.atomic import write_atomically
+from mmsr_model.histories import Histories
 
 MODALITIES = ("text", "image")
 
@@ -46,6 +48,13 @@ class SequenceData:
     item_codes: dict[str, np.ndarray] = field(default_factory=dict)
     code_centres: dict[str, np.ndarray] = field(default_factory=dict)
     item_features: dict[str, np.ndarray] = field(default_factory=dict)
+    _packed: Histories | None = field(default=None, init=False, repr=False, compare=False)
+
+    def packed(self) -> Histories:
+        """``sequences`` packed flat (built once; the sequences are not changed after loading)."""
+        if self._packed is None or len(self._packed) != len(self.sequences):
+            self._packed = Histories.pack(self.sequences)
+        return self._packed
 
     def histories(self, targets: TargetSet, max_len: int) -> list[np.ndarray]:
         """The input history of every sample in ``targets`` (last ``max_len`` items)."""
@@ -77,14 +86,10 @@ class SequenceData:
         return replace(self, splits=splits)
 
     def target_items(self, targets: TargetSet) -> np.ndarray:
-        return np.fromiter(
-            (
-                self.sequences[u][p]
-                for u, p in zip(targets.users.tolist(), targets.positions.tolist(), strict=True)
-            ),
-            dtype=np.int64,
-            count=len(targets),
+        users, positions = (
+            torch.from_numpy(np.asarray(a, dtype=np.int64)) for a in (targets.users, targets.positions)
         )
+        return self.packed().at(users, positions).numpy()
 
     def save(self, path: Path) -> Path:
         """Everything in one ``.npz`` (written atomically): a machine without the pipeline can train on it."""

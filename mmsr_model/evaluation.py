@@ -10,7 +10,6 @@ itself (a repeat purchase still counts).
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -50,18 +49,21 @@ def sample_ranks(
     was_training = model.training
     model.eval()
     ranks = np.empty(len(targets), dtype=np.int64)
+    packed = data.packed()
+    all_users, all_positions = (
+        torch.from_numpy(np.asarray(a, dtype=np.int64)) for a in (targets.users, targets.positions)
+    )
     try:
         for start in tqdm(range(0, len(targets), batch_size), desc="evaluate", unit="batch", leave=False):
-            sub = TargetSet(
-                targets.users[start : start + batch_size], targets.positions[start : start + batch_size]
-            )
-            scores = model.full_sort_predict(model.batch_to(model.prepare_samples(data, sub), dev)).float()
-            items = torch.from_numpy(data.target_items(sub)).to(dev)
+            users, ends = all_users[start : start + batch_size], all_positions[start : start + batch_size]
+            batch = model.batch_to(model.prepare_histories(packed, users, ends), dev)
+            scores = model.full_sort_predict(batch).float()
+            items = packed.at(users, ends).to(dev)
             if exclude_seen:
                 target_scores = scores.gather(1, items[:, None])
-                mask_seen(scores, data.histories(sub, sys.maxsize))
+                mask_seen(scores, *packed.seen(users, ends))
                 scores.scatter_(1, items[:, None], target_scores)
-            ranks[start : start + len(sub)] = target_ranks(scores, items).cpu().numpy()
+            ranks[start : start + len(users)] = target_ranks(scores, items).cpu().numpy()
     finally:
         model.train(was_training)
     return ranks

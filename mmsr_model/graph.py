@@ -1,13 +1,9 @@
-"""MSGraph building: one sparse graph batch for many item histories, no loops over nodes or edges.
+"""MSGraph building: padded item histories -> one sparse graph batch, in torch on their device.
 
-Every graph is first built "stamped" (:func:`mmsr_model.stamped.build_stamped`): nodes, transitions and
-cross-modal pairs of a whole sequence, each stamped with the position where it first
-appears. The graph of the prefix ``seq[:t]`` is then a set of masks ``stamp < t``
-(:func:`select`). Inference histories are stamped and selected at their full length;
-training samples are prefixes of the users' sequences, so :class:`GraphCache` stamps
-every user's full sequence once and answers each batch with masks and index
-arithmetic only. Both routes go through the same :func:`select`, so they give the
-same graphs by construction (tests check it anyway).
+:func:`build_graphs` is vectorised over the whole batch (no loop over histories, nodes or
+edges) and builds every tensor on the device the histories are on, so on CUDA a training
+step never waits for the CPU to build its graph. Nodes are ordered type-major, then by
+history, then by value; edges are sorted by (destination, relation, source).
 
 Conventions of the MSGraph (the MMSR paper's modality-enriched sequence graph):
 
@@ -28,42 +24,56 @@ Conventions of the MSGraph (the MMSR paper's modality-enriched sequence graph):
 
 from __future__ import annotations
 
-import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from enum import IntEnum
 
 import numpy as np
 import torch
 
-from mmsr_model.data import SequenceData, TargetSet
 from mmsr_model.sparse import Pattern
-from mmsr_model.stamped import (
-    EDGE_TYPES,
-    HETERO_RELATIONS,
-    HOMO_RELATIONS,
-    NODE_TYPES,
-    HeteroRel,
-    HomoRel,
-    NodeType,
-    StampedGraphs,
-    build_stamped,
-)
 
-__all__ = [
-    "EDGE_TYPES",
-    "HETERO_RELATIONS",
-    "HOMO_RELATIONS",
-    "NODE_TYPES",
-    "GraphBatch",
-    "GraphCache",
-    "HeteroRel",
-    "HomoRel",
-    "NodeType",
-    "StampedGraphs",
-    "build_batch",
-    "build_stamped",
-    "describe",
-]
+
+class NodeType(IntEnum):
+    """Node types, in the type-major order nodes of a batch follow."""
+
+    ITEM = 0
+    IMAGE = 1
+    TEXT = 2
+
+
+class HomoRel(IntEnum):
+    """Relations of the homogeneous (sequential) attention, one attention vector each."""
+
+    SELF = 0
+    OUT = 1  # u -> v where v directly followed u
+    IN = 2  # the reverse edge of an OUT transition
+    BOTH = 3  # u -> v and v -> u both occurred
+
+
+class HeteroRel(IntEnum):
+    """Relations of the heterogeneous (cross-modal) attention; each reverse is the forward + 1."""
+
+    SELF = 0
+    ITEM_TO_IMAGE = 1
+    IMAGE_TO_ITEM = 2
+    ITEM_TO_TEXT = 3
+    TEXT_TO_ITEM = 4
+    IMAGE_TO_TEXT = 5
+    TEXT_TO_IMAGE = 6
+
+
+NODE_TYPES = tuple(t.name.lower() for t in NodeType)
+HOMO_RELATIONS = tuple(r.name.lower() for r in HomoRel)
+HETERO_RELATIONS = tuple(r.name.lower().replace("_to_", "->") for r in HeteroRel)
+#: the 10 edge types of the graph ("self" is shared by both attentions)
+EDGE_TYPES = tuple(dict.fromkeys(HOMO_RELATIONS + HETERO_RELATIONS))
+#: the relation of a cross-modal pair (a, b), keyed by (type of a, type of b) with a of the lower type
+CROSS_RELATION = {
+    (NodeType.ITEM, NodeType.IMAGE): HeteroRel.ITEM_TO_IMAGE,
+    (NodeType.ITEM, NodeType.TEXT): HeteroRel.ITEM_TO_TEXT,
+    (NodeType.IMAGE, NodeType.TEXT): HeteroRel.IMAGE_TO_TEXT,
+}
 
 
 @dataclass
@@ -89,28 +99,6 @@ class GraphBatch:
     homo_agg: Pattern  # rows dst
     hetero_agg: Pattern
 
-    @classmethod
-    def from_arrays(
-        cls, homo: np.ndarray, hetero: np.ndarray, type_counts: tuple[int, int, int], **rest: object
-    ) -> GraphBatch:
-        """Sort the ``[3, E]`` (src, dst, rel) edge arrays and derive their sparse patterns."""
-        n = sum(type_counts)
-        n_rel = len(HOMO_RELATIONS)
-        homo = homo[:, np.argsort(homo[1] * n_rel + homo[2], kind="stable")]
-        hetero = hetero[:, np.argsort(hetero[1], kind="stable")]
-        ho, he = torch.from_numpy(np.ascontiguousarray(homo)), torch.from_numpy(np.ascontiguousarray(hetero))
-        return cls(
-            type_counts=type_counts,
-            homo_index=ho[:2],
-            homo_rel=ho[2],
-            hetero_index=he[:2],
-            hetero_rel=he[2],
-            homo_logit=Pattern.from_sorted(ho[1] * n_rel + ho[2], ho[0], n * n_rel, n),
-            homo_agg=Pattern.from_sorted(ho[1], ho[0], n, n),
-            hetero_agg=Pattern.from_sorted(he[1], he[0], n, n),
-            **rest,  # type: ignore[arg-type]
-        )
-
     @property
     def num_nodes(self) -> int:
         return sum(self.type_counts)
@@ -123,172 +111,175 @@ class GraphBatch:
         return GraphBatch(**moved)
 
 
-def _ranges(ptr: np.ndarray, graphs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows of the CSR blocks ``graphs`` concatenated, their sample index, and block starts."""
-    starts = ptr[graphs]
-    lens = ptr[graphs + 1] - starts
-    block = np.cumsum(lens) - lens
-    sample = np.repeat(np.arange(len(graphs)), lens)
-    rows = np.arange(int(lens.sum())) - block[sample] + starts[sample]
-    return rows, sample, block
+def build_graphs(items: torch.Tensor, codes: Mapping[int, torch.Tensor]) -> GraphBatch:
+    """The MSGraphs of the histories ``items`` ``[B, L]``, left-padded with -1 (last item in the last column).
 
-
-@dataclass
-class _Part:
-    """Selected graphs in sample-major node order, before the type-major reordering."""
-
-    node_type: np.ndarray
-    node_value: np.ndarray
-    node_sample: np.ndarray
-    occ_node: np.ndarray
-    occ_pos: np.ndarray
-    homo: np.ndarray  # [3, E] src, dst, rel
-    hetero: np.ndarray
-    last_node: np.ndarray  # per sample of this part
-    samples: np.ndarray  # the batch positions of this part's samples
-
-
-def _select(sg: StampedGraphs, graphs: np.ndarray, t: np.ndarray, samples: np.ndarray) -> _Part:
-    """The prefix ``[:t[i]]`` of stamped graph ``graphs[i]``, for every i."""
-    rows, sample, block = _ranges(sg.node_ptr, graphs)
-    keep = sg.node_first[rows] < t[sample]
-    new_id = np.cumsum(keep) - 1  # position in the selected rows -> compact node id
-    base = block - sg.node_ptr[graphs]  # global row + base[sample] = position in rows
-
-    def node_id(global_rows: np.ndarray, of_sample: np.ndarray) -> np.ndarray:
-        return new_id[global_rows + base[of_sample]]
-
-    e, es, _ = _ranges(sg.trans_ptr, graphs)
-    te = t[es]
-    live = sg.trans_first[e] < te
-    e, es = e[live], es[live]
-    both = sg.trans_rev_first[e] < te[live]
-    src, dst = node_id(sg.trans_src[e], es), node_id(sg.trans_dst[e], es)
-    rel_fwd = np.where(both, int(HomoRel.BOTH), int(HomoRel.OUT))
-    n_sel = int(keep.sum())
-    loops = np.arange(n_sel)
-    homo = np.concatenate(
-        [
-            np.stack([loops, loops, np.full(n_sel, int(HomoRel.SELF), np.int64)]),
-            np.stack([src, dst, rel_fwd]),
-            np.stack([dst[~both], src[~both], np.full(int((~both).sum()), int(HomoRel.IN))]),
-        ],
-        axis=1,
-    )
-
-    c, cs, _ = _ranges(sg.cross_ptr, graphs)
-    live = sg.cross_first[c] < t[cs]
-    c, cs = c[live], cs[live]
-    a, b, rel = node_id(sg.cross_a[c], cs), node_id(sg.cross_b[c], cs), sg.cross_rel[c]
-    hetero = np.concatenate(
-        [
-            np.stack([loops, loops, np.full(n_sel, int(HeteroRel.SELF), np.int64)]),
-            np.stack([a, b, rel]),
-            np.stack([b, a, rel + 1]),  # each reverse relation follows its forward one
-        ],
-        axis=1,
-    )
-
-    o, os_, _ = _ranges(sg.occ_ptr, graphs)
-    live = sg.occ_pos[o] < t[os_]
-    o, os_ = o[live], os_[live]
-    last = node_id(sg.item_node_at[sg.seq_ptr[graphs] + t - 1], np.arange(len(graphs)))
-    return _Part(
-        node_type=sg.node_type[rows[keep]],
-        node_value=sg.node_value[rows[keep]],
-        node_sample=samples[sample[keep]],
-        occ_node=node_id(sg.occ_node[o], os_),
-        occ_pos=t[os_] - 1 - sg.occ_pos[o],
-        homo=homo,
-        hetero=hetero,
-        last_node=last,
-        samples=samples,
-    )
-
-
-def _finish(parts: list[_Part], num_graphs: int) -> GraphBatch:
-    """Concatenate parts and reorder nodes type-major into one :class:`GraphBatch`."""
-    offsets = np.cumsum([0] + [len(p.node_type) for p in parts])[:-1]
-    node_type = np.concatenate([p.node_type for p in parts])
-    order = np.argsort(node_type, kind="stable")
-    rank = np.empty(len(order), np.int64)
-    rank[order] = np.arange(len(order))
-
-    def node_refs(name: str) -> np.ndarray:
-        return rank[np.concatenate([getattr(p, name) + off for p, off in zip(parts, offsets, strict=True)])]
-
-    def edges(name: str) -> np.ndarray:
-        e = np.concatenate(
-            [getattr(p, name) + np.array([[off], [off], [0]]) for p, off in zip(parts, offsets, strict=True)],
-            axis=1,
-        )
-        return np.concatenate([rank[e[:2]], e[2:]])
-
-    last_node = np.empty(num_graphs, np.int64)
-    last_node[np.concatenate([p.samples for p in parts])] = node_refs("last_node")
-    counts = np.bincount(node_type, minlength=len(NODE_TYPES))
-    return GraphBatch.from_arrays(
-        edges("homo"),
-        edges("hetero"),
-        (int(counts[0]), int(counts[1]), int(counts[2])),
-        node_value=torch.from_numpy(np.concatenate([p.node_value for p in parts])[order]),
-        node_sample=torch.from_numpy(np.concatenate([p.node_sample for p in parts])[order]),
-        occ_node=torch.from_numpy(node_refs("occ_node")),
-        occ_pos=torch.from_numpy(np.concatenate([p.occ_pos for p in parts])),
-        last_node=torch.from_numpy(last_node),
-        num_graphs=num_graphs,
-    )
-
-
-def build_batch(histories: Sequence[np.ndarray], codes: Mapping[int, np.ndarray]) -> GraphBatch:
-    """The MSGraphs of arbitrary ``histories`` (direct route, used for inference)."""
-    sg = build_stamped(histories, codes)
-    n = len(histories)
-    lens = np.diff(sg.seq_ptr)
-    return _finish([_select(sg, np.arange(n), lens, np.arange(n))], n)
-
-
-class GraphCache:
-    """Stamped full-sequence graphs of one :class:`SequenceData`, for prefix samples.
-
-    A sample ``(user, p)`` whose history is a true prefix (``p <= max_len``) is read
-    from the cache with masks; a longer user's history is a sliding window, whose
-    nodes and edges are not "first seen before p", so those few samples are built
-    directly and merged into the same batch.
+    ``codes[t]`` is ``(n_items, k)`` with -1 = no code, for a :class:`NodeType` ``t`` (``IMAGE`` or
+    ``TEXT``); empty ``codes`` gives ID-only graphs. Every tensor is built on ``items``' device.
     """
+    n_graphs, width = items.shape
+    valid = items >= 0
+    lengths = valid.sum(1)
+    if n_graphs == 0 or int(lengths.min()) < 1:
+        raise ValueError("every history must hold at least one item")
+    sample, col = valid.nonzero(as_tuple=True)  # every position, history-major
+    item = items[sample, col]
+    pos = col - (width - lengths)[sample]  # index inside its history
+    slots = {t: codes[t][item] for t in sorted(codes)}  # (positions, k) code of each slot, -1 = none
+    n_values = 1 + int(torch.stack([item.max(), *(c.max() for c in slots.values() if c.numel())]).max())
+    occ = _occurrences(sample, pos, item, slots, n_graphs, n_values)
+    node_key, node_of = torch.unique(occ.key, sorted=True, return_inverse=True)
+    n_nodes = node_key.shape[0]
+    node_type = node_key // (n_graphs * n_values)
+    counts = torch.bincount(node_type, minlength=len(NodeType)).tolist()
+    item_node = node_of[: item.shape[0]]  # item occurrences come first
+    grids = {}
+    for t, (ok, start) in occ.code_cells.items():
+        grids[t] = torch.full_like(slots[t], -1).masked_scatter_(ok, node_of[start:])
+    homo = _homo_edges(pos, item_node, grids, n_nodes)
+    hetero = _hetero_edges(item_node, grids, node_type, n_nodes)
+    n_homo = len(HomoRel)
+    return GraphBatch(
+        node_value=node_key % n_values,
+        node_sample=(node_key // n_values) % n_graphs,
+        type_counts=(counts[0], counts[1], counts[2]),
+        occ_node=node_of[occ.order],
+        occ_pos=((lengths - 1)[occ.sample] - occ.pos)[occ.order],
+        homo_index=homo[:2],
+        homo_rel=homo[2],
+        hetero_index=hetero[:2],
+        hetero_rel=hetero[2],
+        last_node=item_node[lengths.cumsum(0) - 1],
+        num_graphs=n_graphs,
+        homo_logit=Pattern.from_sorted(homo[1] * n_homo + homo[2], homo[0], n_nodes * n_homo, n_nodes),
+        homo_agg=Pattern.from_sorted(homo[1], homo[0], n_nodes, n_nodes),
+        hetero_agg=Pattern.from_sorted(hetero[1], hetero[0], n_nodes, n_nodes),
+    )
 
-    def __init__(self, data: SequenceData, codes: Mapping[int, np.ndarray], max_len: int) -> None:
-        self._data = weakref.ref(data)
-        self._n_sequences = len(data.sequences)
-        self.codes = codes
-        self.max_len = max_len
-        self.stamped = build_stamped(data.sequences, codes)
 
-    def serves(self, data: SequenceData, codes: Mapping[int, np.ndarray]) -> bool:
-        """Whether this cache was built for exactly this data object and these codes."""
-        return self._data() is data and self.codes is codes and self._n_sequences == len(data.sequences)
+@dataclass(frozen=True)
+class _Occurrences:
+    """Every (history, type, value) occurrence: the items, then each code type's filled slots."""
 
-    def batch(self, targets: TargetSet) -> GraphBatch:
-        users = np.asarray(targets.users, dtype=np.int64)
-        positions = np.asarray(targets.positions, dtype=np.int64)
-        if len(users) and positions.min() < 1:
-            raise ValueError("every sample needs at least one history item (position >= 1)")
-        samples = np.arange(len(users))
-        prefix = positions <= self.max_len
-        parts = [_select(self.stamped, users[prefix], positions[prefix], samples[prefix])]
-        if not prefix.all():
-            data = self._data()
-            assert data is not None
-            windowed = samples[~prefix]
-            histories = [
-                data.sequences[u][p - self.max_len : p]
-                for u, p in zip(users[windowed].tolist(), positions[windowed].tolist(), strict=True)
-            ]
-            sg = build_stamped(histories, self.codes)
-            parts.append(
-                _select(sg, np.arange(len(histories)), np.full(len(histories), self.max_len), windowed)
-            )
-        return _finish(parts, len(users))
+    key: torch.Tensor  # (type, history, value) as one sortable number: the node order
+    sample: torch.Tensor
+    pos: torch.Tensor
+    order: torch.Tensor  # history-major order (then type, position, slot): the position signal's order
+    code_cells: dict[int, tuple[torch.Tensor, int]]  # per code type: filled slots, first occurrence
+
+
+def _occurrences(
+    sample: torch.Tensor,
+    pos: torch.Tensor,
+    item: torch.Tensor,
+    slots: Mapping[int, torch.Tensor],
+    n_graphs: int,
+    n_values: int,
+) -> _Occurrences:
+    keys, samples, positions = [sample * n_values + item], [sample], [pos]
+    code_cells = {}
+    start = item.shape[0]
+    for t, slot in slots.items():
+        ok = slot >= 0
+        s = sample[:, None].expand_as(slot)[ok]
+        keys.append((t * n_graphs + s) * n_values + slot[ok])
+        samples.append(s)
+        positions.append(pos[:, None].expand_as(slot)[ok])
+        code_cells[t] = (ok, start)
+        start += s.shape[0]
+    all_samples = torch.cat(samples)
+    return _Occurrences(
+        key=torch.cat(keys),
+        sample=all_samples,
+        pos=torch.cat(positions),
+        order=torch.sort(all_samples, stable=True).indices,
+        code_cells=code_cells,
+    )
+
+
+def _all_pairs(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every (a slot, b slot) pair of each row where both hold a node.
+
+    ``a`` is ``(rows, ka)``, ``b`` is ``(rows, kb)``, -1 = no node.
+    """
+    a, b = a[:, :, None], b[:, None, :]
+    ok = (a >= 0) & (b >= 0)
+    return a.expand_as(ok)[ok], b.expand_as(ok)[ok]
+
+
+def _distinct(a: torch.Tensor, b: torch.Tensor, n_nodes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distinct (a, b) pairs, sorted."""
+    pair = torch.unique(a * n_nodes + b, sorted=True)
+    return pair // n_nodes, pair % n_nodes
+
+
+def _sorted_edges(
+    src: list[torch.Tensor], dst: list[torch.Tensor], rel: list[torch.Tensor], n_rel: int, n_nodes: int
+) -> torch.Tensor:
+    """``[3, E]`` (src, dst, rel) sorted by (dst, rel, src): the order the sparse patterns need."""
+    edges = torch.stack([torch.cat(src), torch.cat(dst), torch.cat(rel)])
+    return edges[:, torch.argsort((edges[1] * n_rel + edges[2]) * n_nodes + edges[0])]
+
+
+def _homo_edges(
+    pos: torch.Tensor, item_node: torch.Tensor, grids: Mapping[int, torch.Tensor], n_nodes: int
+) -> torch.Tensor:
+    """Self-loops and the typed transitions between consecutive positions (items, and every code of
+    one item to every code of the next); a move from a node to itself adds nothing."""
+    nxt = (pos > 0).nonzero().squeeze(1)
+    srcs, dsts = [item_node[nxt - 1]], [item_node[nxt]]
+    for grid in grids.values():
+        src, dst = _all_pairs(grid[nxt - 1], grid[nxt])
+        srcs.append(src)
+        dsts.append(dst)
+    src, dst = torch.cat(srcs), torch.cat(dsts)
+    moving = src != dst
+    src, dst = _distinct(src[moving], dst[moving], n_nodes)
+    fwd, rev = src * n_nodes + dst, dst * n_nodes + src  # fwd is sorted
+    hit = torch.searchsorted(fwd, rev).clamp(max=max(fwd.shape[0] - 1, 0))
+    both = fwd[hit] == rev if fwd.shape[0] else torch.zeros_like(fwd, dtype=torch.bool)
+    loops = torch.arange(n_nodes, device=pos.device)
+    one_way = ~both
+    return _sorted_edges(
+        [loops, src, dst[one_way]],
+        [loops, dst, src[one_way]],
+        [
+            torch.full_like(loops, int(HomoRel.SELF)),
+            torch.where(both, int(HomoRel.BOTH), int(HomoRel.OUT)),
+            torch.full_like(dst[one_way], int(HomoRel.IN)),
+        ],
+        len(HomoRel),
+        n_nodes,
+    )
+
+
+def _hetero_edges(
+    item_node: torch.Tensor, grids: Mapping[int, torch.Tensor], node_type: torch.Tensor, n_nodes: int
+) -> torch.Tensor:
+    """Self-loops and the cross-modal pairs inside one position (an item and each of its codes, each
+    image code and each text code of the same item), both directions typed."""
+    a_parts, b_parts = [], []
+    for grid in grids.values():
+        ok = grid >= 0
+        a_parts.append(item_node[:, None].expand_as(grid)[ok])
+        b_parts.append(grid[ok])
+    if NodeType.IMAGE in grids and NodeType.TEXT in grids:
+        image, text = _all_pairs(grids[NodeType.IMAGE], grids[NodeType.TEXT])
+        a_parts.append(image)
+        b_parts.append(text)
+    loops = torch.arange(n_nodes, device=item_node.device)
+    a, b = _distinct(torch.cat([loops[:0], *a_parts]), torch.cat([loops[:0], *b_parts]), n_nodes)
+    relation_of = torch.zeros(len(NodeType), len(NodeType), dtype=torch.int64, device=loops.device)
+    for (type_a, type_b), rel in CROSS_RELATION.items():
+        relation_of[type_a, type_b] = int(rel)
+    rel = relation_of[node_type[a], node_type[b]]
+    return _sorted_edges(
+        [loops, a, b],
+        [loops, b, a],
+        [torch.full_like(loops, int(HeteroRel.SELF)), rel, rel + 1],  # each reverse follows its forward
+        len(HeteroRel),
+        n_nodes,
+    )
 
 
 def describe(batch: GraphBatch) -> list[dict[str, object]]:

@@ -1,7 +1,9 @@
-"""Top-K recommendations for many users: batched full scoring, no Python loop per user.
+"""Top-K recommendations for many users: block-wise full scoring, no Python loop per user.
 
-Seen items are masked to -inf by index; ties are broken deterministically with
-the lower item id first (the order the evaluation metrics assume too).
+Histories are packed (:class:`mmsr_model.histories.Histories`), so a block's model
+inputs and its seen items are index arithmetic; seen items are masked to -inf by one
+scatter into the block's score matrix. Ties are broken deterministically with the lower
+item id first (the order the evaluation metrics assume too).
 """
 
 from __future__ import annotations
@@ -15,18 +17,14 @@ from tqdm.auto import tqdm
 
 from mmsr_model.base import SequentialRecommender
 from mmsr_model.device import place_model
+from mmsr_model.histories import Histories
 
 log = logging.getLogger(__name__)
 
 
-def mask_seen(scores: torch.Tensor, histories: Sequence[np.ndarray]) -> None:
-    """Set ``scores[b, item] = -inf`` for every item of ``histories[b]``, in place."""
-    lengths = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
-    if lengths.sum() == 0:
-        return
-    rows = torch.from_numpy(np.repeat(np.arange(len(histories)), lengths)).to(scores.device)
-    cols = torch.from_numpy(np.concatenate(histories).astype(np.int64)).to(scores.device)
-    scores[rows, cols] = float("-inf")
+def mask_seen(scores: torch.Tensor, rows: torch.Tensor, items: torch.Tensor) -> None:
+    """Set ``scores[rows[i], items[i]] = -inf`` for every ``i``, in place (one scatter)."""
+    scores[rows.to(scores.device), items.to(scores.device)] = float("-inf")
 
 
 def ordered_top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,7 +48,7 @@ def ordered_top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Ten
 @torch.no_grad()
 def top_k(
     model: SequentialRecommender,
-    histories: Sequence[np.ndarray],
+    histories: Histories | Sequence[np.ndarray],
     k: int,
     exclude_seen: bool = True,
     batch_size: int = 1024,
@@ -61,10 +59,14 @@ def top_k(
     Each history must be non-empty; the model sees its last ``max_len`` items
     while ``exclude_seen`` masks every item of the full history. When fewer than
     ``k`` items are left unmasked the tail holds masked items with score -inf.
+    Users are scored in blocks of ``batch_size``.
     """
     if not 1 <= k <= model.n_items:
         raise ValueError(f"k={k} must be between 1 and the number of items ({model.n_items})")
-    if any(len(h) == 0 for h in histories):
+    if not isinstance(histories, Histories):
+        histories = Histories.pack([np.asarray(h, dtype=np.int64) for h in histories])
+    lengths = histories.lengths
+    if len(histories) and int(lengths.min()) == 0:
         raise ValueError("top_k needs a non-empty history for every user")
     dev = place_model(model, device)
     was_training = model.training
@@ -73,14 +75,17 @@ def top_k(
     scores_out = np.empty((len(histories), k), dtype=np.float32)
     try:
         for start in tqdm(range(0, len(histories), batch_size), desc="top_k", unit="batch", leave=False):
-            chunk = histories[start : start + batch_size]
-            batch = model.batch_to(model.prepare([np.asarray(h)[-model.max_len :] for h in chunk]), dev)
-            scores = model.full_sort_predict(batch).float()
+            users = torch.arange(start, min(start + batch_size, len(histories)))
+            ends = lengths[users]
+            scores = model.full_sort_predict(
+                model.batch_to(model.prepare_histories(histories, users, ends), dev)
+            )
+            scores = scores.float()
             if exclude_seen:
-                mask_seen(scores, chunk)
+                mask_seen(scores, *histories.seen(users, ends))
             values, ids = ordered_top_k(scores, k)
-            ids_out[start : start + len(chunk)] = ids.cpu().numpy()
-            scores_out[start : start + len(chunk)] = values.cpu().numpy()
+            ids_out[start : start + len(users)] = ids.cpu().numpy()
+            scores_out[start : start + len(users)] = values.cpu().numpy()
     finally:
         model.train(was_training)
     log.info("scored %d users (k=%d, exclude_seen=%s) on %s", len(histories), k, exclude_seen, dev)

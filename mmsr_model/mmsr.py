@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -23,8 +24,10 @@ from torch import nn
 
 from mmsr_model.base import SequentialRecommender
 from mmsr_model.config import MMSRConfig
-from mmsr_model.data import MODALITIES, SequenceData, TargetSet
-from mmsr_model.graph import NODE_TYPES, GraphBatch, GraphCache, build_batch
+from mmsr_model.data import MODALITIES, SequenceData
+from mmsr_model.device import model_device
+from mmsr_model.graph import NODE_TYPES, GraphBatch, build_graphs
+from mmsr_model.histories import Histories
 from mmsr_model.layers import HANLayer
 
 log = logging.getLogger(__name__)
@@ -83,8 +86,9 @@ class MMSR(SequentialRecommender):
                 raise ValueError("cold_items='content_only' needs item_train_counts (from_data passes them)")
             self._data_kwargs["item_train_counts"] = np.asarray(item_train_counts, dtype=np.int64)
         hidden_size, seed = config.hidden_size, config.seed
-        # graph "codes" per node type: real codes, or the item id itself for raw feature nodes
-        self._codes: dict[int, np.ndarray] = {}
+        # graph "codes" per node type (buffers ``graph_codes_<type>``): real codes, or the item id
+        # itself for raw feature nodes
+        self._code_types: list[int] = []
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.item_emb = nn.Embedding(n_items, hidden_size)
@@ -95,19 +99,21 @@ class MMSR(SequentialRecommender):
             self.feature_proj = nn.ModuleDict()
             for i, m in enumerate(modalities):
                 ntype = NODE_TYPES.index(m)
+                self._code_types.append(ntype)
                 if codes:
-                    self._codes[ntype] = self._check_codes(m, item_codes[m], code_centres[m])
+                    graph_codes = self._check_codes(m, item_codes[m], code_centres[m])
                     self.code_emb[m] = nn.Embedding.from_pretrained(
                         _project_centres(code_centres[m], hidden_size, seed + i), freeze=False
                     )
                 else:
                     features = np.asarray(item_features[m], dtype=np.float32)
                     present = ~np.isnan(features).any(axis=1)
-                    self._codes[ntype] = np.where(present, np.arange(n_items), -1)[:, None]
+                    graph_codes = np.where(present, np.arange(n_items), -1)[:, None]
                     self.register_buffer(
                         f"features_{m}", torch.from_numpy(np.nan_to_num(features)), persistent=False
                     )
                     self.feature_proj[m] = nn.Linear(features.shape[1], hidden_size)
+                self.register_buffer(f"graph_codes_{m}", torch.from_numpy(graph_codes), persistent=False)
             self.layers = nn.ModuleList(HANLayer(config) for _ in range(config.num_layers))
             # items whose ID row counts at inference (cold_items="content_only": the trained ones)
             trained = torch.from_numpy(np.asarray(item_train_counts) > 0) if content_only else None
@@ -124,7 +130,6 @@ class MMSR(SequentialRecommender):
                 self.content_missing[m] = nn.Parameter(torch.zeros(hidden_size))
         self.dropout = nn.Dropout(config.dropout)
         self.readout_dropout = nn.Dropout(config.readout_dropout)
-        self._cache: GraphCache | None = None
         self._dropped: dict[int, np.ndarray] = {}
         self._train_drop_rng = np.random.default_rng(seed)
 
@@ -180,30 +185,41 @@ class MMSR(SequentialRecommender):
         return None
 
     # --- graph batches ---
-    def _graph_codes(self) -> dict[int, np.ndarray]:
-        """Codes per node type, with the links of dropped items removed."""
-        drop = dict(self._dropped)
+    def _drops(self) -> dict[int, torch.Tensor]:
+        """Per node type, the items whose links this batch drops (drawn now, so in batch order)."""
+        drop = {t: torch.from_numpy(mask) for t, mask in self._dropped.items()}
         if self.training and self.modality_drop_p > 0:
-            for ntype in self._codes:
-                drop[ntype] = self._train_drop_rng.random(self.n_items) < self.modality_drop_p
-        if not drop:
-            return self._codes
-        return {t: np.where(drop[t][:, None], -1, c) if t in drop else c for t, c in self._codes.items()}
+            for ntype in self._code_types:
+                drop[ntype] = torch.from_numpy(
+                    self._train_drop_rng.random(self.n_items) < self.modality_drop_p
+                )
+        return drop
 
-    def prepare(self, histories: Sequence[np.ndarray]) -> GraphBatch:
-        return build_batch([np.asarray(h)[-self.max_len :] for h in histories], self._graph_codes())
+    def _graphs(self, items: torch.Tensor, drops: dict[int, torch.Tensor]) -> GraphBatch:
+        """The graph batch of padded histories ``items``, built on their device."""
+        codes = {}
+        for ntype in self._code_types:
+            table = getattr(self, f"graph_codes_{NODE_TYPES[ntype]}").to(items.device)
+            if ntype in drops:
+                table = torch.where(drops[ntype].to(items.device)[:, None], -1, table)
+            codes[ntype] = table
+        return build_graphs(items, codes)
 
-    def prepare_samples(self, data: SequenceData, targets: TargetSet) -> GraphBatch:
-        """Prefix samples from a per-data cache of stamped graphs (direct build while links are dropped)."""
-        codes = self._graph_codes()
-        if codes is not self._codes:
-            return self.prepare(data.histories(targets, self.max_len))
-        cache = self._cache
-        if cache is None or not cache.serves(data, codes):
-            cache = self._cache = GraphCache(data, codes, self.max_len)
-        return cache.batch(targets)
+    def prepare(self, histories: Sequence[np.ndarray]) -> GraphBatch | PendingGraphs:
+        packed = Histories.pack([np.asarray(h, dtype=np.int64) for h in histories])
+        return self.prepare_histories(packed, torch.arange(len(packed)), packed.lengths)
 
-    def batch_to(self, batch: GraphBatch, device: torch.device) -> GraphBatch:
+    def prepare_histories(
+        self, histories: Histories, users: torch.Tensor, ends: torch.Tensor
+    ) -> GraphBatch | PendingGraphs:
+        """The graph batch, built right away on the CPU; for a model on another device the padded
+        histories only, which :meth:`batch_to` moves there and builds the graphs of."""
+        pending = PendingGraphs(histories.windows(users, ends, self.max_len), self._drops())
+        return self._graphs(pending.items, pending.drops) if model_device(self).type == "cpu" else pending
+
+    def batch_to(self, batch: GraphBatch | PendingGraphs, device: torch.device) -> GraphBatch:
+        if isinstance(batch, PendingGraphs):
+            return self._graphs(batch.items.to(device, non_blocking=True), batch.drops)
         return batch.to(device)
 
     @contextmanager
@@ -283,6 +299,15 @@ class MMSR(SequentialRecommender):
         """The item table; unit rows when ``score_scale`` is set (scores = scaled cosines)."""
         weight = self._item_vectors()
         return weight if self.score_scale is None else nn.functional.normalize(weight, dim=-1)
+
+
+@dataclass(frozen=True)
+class PendingGraphs:
+    """Padded histories (``[B, max_len]``, -1 = padding) and this batch's dropped links, whose
+    graphs are built on the device the model runs on."""
+
+    items: torch.Tensor
+    drops: dict[int, torch.Tensor]
 
 
 def content_vectors(features: np.ndarray, norm: str) -> tuple[np.ndarray, np.ndarray]:

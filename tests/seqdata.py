@@ -7,6 +7,22 @@ import torch
 
 from mmsr_model.base import SequentialRecommender
 from mmsr_model.data import SequenceData, TargetSet
+from mmsr_model.graph import GraphBatch, build_graphs
+from mmsr_model.histories import Histories
+
+
+def graphs_of(
+    histories: list[np.ndarray],
+    codes: dict[int, np.ndarray],
+    max_len: int = 50,
+    device: str = "cpu",
+) -> GraphBatch:
+    """The graph batch of whole ``histories`` (their last ``max_len`` items), built on ``device``."""
+    packed = Histories.pack(histories)
+    items = packed.windows(torch.arange(len(packed)), packed.lengths, max_len).to(device)
+    return build_graphs(
+        items, {t: torch.from_numpy(np.asarray(c, dtype=np.int64)).to(device) for t, c in codes.items()}
+    )
 
 
 def loo_splits(sequences: list[np.ndarray]) -> dict[str, TargetSet]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import numpy as np
@@ -19,6 +19,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 from mlflow.models import ModelSignature
 from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
+
+if TYPE_CHECKING:
+    from mmsr_model.histories import Histories
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +54,10 @@ class MMSRPythonModel(mlflow.pyfunc.PythonModel):
         return [np.fromiter((i for i in map(lookup, h) if i is not None), dtype=np.int64) for h in histories]
 
     def top_k(
-        self, histories: Sequence[np.ndarray], k: int, exclude_seen: bool = True
+        self, histories: Histories | Sequence[np.ndarray], k: int, exclude_seen: bool = True
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Batched top-K over dense ids (histories must be non-empty); -inf marks no candidate."""
+        """Block-wise top-K over dense ids, packed or one array per user (histories must be
+        non-empty); -inf marks no candidate."""
         from mmsr_model.inference import top_k
 
         return top_k(

@@ -13,7 +13,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import numpy as np
@@ -27,6 +27,9 @@ from pipeline.core.errors import PipelineError
 from pipeline.core.io import fresh_staging_dir, publish_folder
 from pipeline.serving.registry import current_champion, registered_name, setup_mlflow
 from pipeline.warehouse.dataset import load_histories
+
+if TYPE_CHECKING:
+    from mmsr_model.histories import Histories
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +86,19 @@ def _block_table(
     )
 
 
+def _champion_histories(histories: Histories, item_idx: dict[str, int], item_ids: np.ndarray) -> Histories:
+    """``histories`` in the champion's dense ids, items unknown to the champion dropped (vectorised)."""
+    from mmsr_model.histories import Histories
+
+    # current dense ids -> the champion's dense ids (-1: item unknown to the champion)
+    to_champion = np.fromiter((item_idx.get(i, -1) for i in item_ids), np.int64, len(item_ids))
+    mapped = to_champion[histories.items.numpy()]
+    known = mapped >= 0
+    lengths = histories.lengths.numpy()
+    user_of = np.repeat(np.arange(len(lengths)), lengths)
+    return Histories.from_lengths(mapped[known], np.bincount(user_of[known], minlength=len(lengths)))
+
+
 def _load_champion(settings: Settings, dataset: str) -> tuple[Any, int]:
     setup_mlflow(settings, dataset)
     version = current_champion(MlflowClient(), dataset)
@@ -97,7 +113,10 @@ def _load_champion(settings: Settings, dataset: str) -> tuple[Any, int]:
 
 def run_recommend(settings: Settings, dataset: str, run_date: date | None, k: int | None) -> RecommendReport:
     """Write ``pending/run_date=YYYY-MM-DD/part-0.parquet`` for every user with history (publish gates it)."""
+    import torch
+
     from mmsr_model.device import resolve_device
+    from mmsr_model.histories import Histories
 
     started = time.perf_counter()
     run_date = run_date or datetime.now(UTC).date()
@@ -105,12 +124,8 @@ def run_recommend(settings: Settings, dataset: str, run_date: date | None, k: in
     index, sequences = load_histories(settings, dataset)
     wrapper, version = _load_champion(settings, dataset)
     wrapper.device = resolve_device(settings.model.device)
-    # current dense ids -> the champion's dense ids (-1: item unknown to the champion)
-    to_champion = np.fromiter(
-        (wrapper.item_idx.get(i, -1) for i in index.item_ids), np.int64, len(index.item_ids)
-    )
-    histories = [to_champion[s][to_champion[s] >= 0] for s in sequences]
-    users = np.flatnonzero([h.size > 0 for h in histories])
+    histories = _champion_histories(Histories.pack(sequences), wrapper.item_idx, index.item_ids)
+    users = np.flatnonzero(histories.lengths.numpy() > 0)
     if users.size == 0:
         raise PipelineError(
             f"dataset {dataset!r}: no user has an interaction the champion knows; nothing written"
@@ -123,7 +138,7 @@ def run_recommend(settings: Settings, dataset: str, run_date: date | None, k: in
             step = settings.recommend_batch_users
             for start in tqdm(range(0, users.size, step), desc=f"recommend {dataset}"):
                 chunk = users[start : start + step]
-                ids, scores = wrapper.top_k([histories[u] for u in chunk.tolist()], k, exclude_seen=True)
+                ids, scores = wrapper.top_k(histories.select(torch.from_numpy(chunk)), k, exclude_seen=True)
                 table = _block_table(index.user_ids[chunk], ids, scores, wrapper.item_ids, constants)
                 writer.write_table(table)
                 rows += table.num_rows

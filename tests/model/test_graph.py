@@ -1,4 +1,4 @@
-"""MSGraph building checked edge by edge on hand-made sequences, and cached == direct building."""
+"""MSGraph building checked edge by edge on made-up histories; the reference builder against a frozen run."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ from dataclasses import fields
 
 import numpy as np
 import pytest
+from graph_reference import build_stamped
+from seqdata import graphs_of
 
-from mmsr_model.data import SequenceData, TargetSet
-from mmsr_model.graph import EDGE_TYPES, GraphCache, build_batch, build_stamped, describe
+from mmsr_model.graph import EDGE_TYPES, describe
 
 # item -> text codes (k=2) and image codes (k=1); -1 = none (item 3 has no text, item 4 no image)
 TEXT = np.array([[0, 1], [1, 2], [3, -1], [-1, -1], [0, 3]])
@@ -17,7 +18,7 @@ CODES = {1: IMAGE, 2: TEXT}
 
 
 def graph(history: list[int], codes: dict[int, np.ndarray] = CODES) -> dict:
-    return describe(build_batch([np.array(history)], codes))[0]
+    return describe(graphs_of([np.array(history)], codes))[0]
 
 
 def edges_of(g: dict, rel: str) -> set[tuple]:
@@ -95,33 +96,9 @@ def test_one_item_history() -> None:
     assert g["last"] == ("item", 4)
 
 
-def random_data(n_users: int, n_items: int, max_seq: int, seed: int) -> SequenceData:
-    rng = np.random.default_rng(seed)
-    seqs = [rng.integers(0, n_items, size=rng.integers(2, max_seq)) for _ in range(n_users)]
-    users = np.concatenate([np.full(len(s) - 1, u) for u, s in enumerate(seqs)])
-    positions = np.concatenate([np.arange(1, len(s)) for s in seqs])
-    return SequenceData(seqs, n_items, {"train": TargetSet(users, positions)})
-
-
-def test_cached_prefixes_equal_direct_building_including_windows() -> None:
-    data = random_data(n_users=60, n_items=15, max_seq=30, seed=1)
-    rng = np.random.default_rng(2)
-    codes = {1: rng.integers(-1, 4, size=(15, 2)), 2: rng.integers(-1, 6, size=(15, 3))}
-    max_len = 8  # most users are longer: many samples are sliding windows, not prefixes
-    targets = data.splits["train"]
-    order = rng.permutation(len(targets))  # shuffled, repeated users, mixed prefix and window samples
-    targets = TargetSet(targets.users[order], targets.positions[order])
-    assert (targets.positions > max_len).any() and (targets.positions <= max_len).any()
-    cached = describe(GraphCache(data, codes, max_len).batch(targets))
-    direct = describe(build_batch(data.histories(targets, max_len), codes))
-    assert len(cached) == len(direct) == len(targets)
-    for c, d in zip(cached, direct, strict=True):
-        assert c == d
-
-
 NEVER = np.iinfo(np.int64).max  # written "-" below
 FROZEN_SEQUENCES = [np.array(s) for s in ([0, 1, 0, 2], [3, 4, 3], [2], [4, 1, 1, 0])]
-#: build_stamped(FROZEN_SEQUENCES, CODES), frozen from a known-good build
+#: the reference builder's build_stamped(FROZEN_SEQUENCES, CODES), frozen from a known-good build
 FROZEN_STAMPED = {
     "node_ptr": "0 9 14 17 26",
     "node_type": "0 0 0 1 1 2 2 2 2 0 0 1 2 2 0 1 2 0 0 0 1 1 2 2 2 2",

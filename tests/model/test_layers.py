@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from seqdata import graphs_of
 
 from mmsr_model import sparse
 from mmsr_model.config import MMSRConfig
-from mmsr_model.graph import GraphBatch, build_batch
+from mmsr_model.graph import GraphBatch
 from mmsr_model.layers import HANLayer
 from mmsr_model.sparse import Pattern, sddmm, spmm
 
@@ -19,7 +20,7 @@ DIM = 16
 def batch() -> GraphBatch:
     rng = np.random.default_rng(0)
     codes = {1: rng.integers(-1, 5, size=(12, 2)), 2: rng.integers(-1, 7, size=(12, 3))}
-    return build_batch([rng.integers(0, 12, size=n) for n in (1, 4, 7, 9)], codes)
+    return graphs_of([rng.integers(0, 12, size=n) for n in (1, 4, 7, 9)], codes)
 
 
 def states(batch: GraphBatch, seed: int = 0) -> torch.Tensor:

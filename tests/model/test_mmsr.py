@@ -209,9 +209,9 @@ def test_trains_on_cuda_with_mixed_precision(data: SequenceData) -> None:
     assert torch.isfinite(loss_under_autocast(m, data, "cuda", dtype))
     with torch.no_grad():
         m.eval()
-        cpu_batch = m.prepare(data.histories(some(data), m.max_len))
-        on_gpu = m(m.batch_to(cpu_batch, torch.device("cuda"))).cpu()
-        on_cpu = m.cpu()(cpu_batch)
+        pending = m.prepare(data.histories(some(data), m.max_len))  # graphs are built on the device
+        on_gpu = m(m.batch_to(pending, torch.device("cuda"))).cpu()
+        on_cpu = m.cpu()(m.batch_to(pending, torch.device("cpu")))
     torch.testing.assert_close(on_gpu, on_cpu, atol=1e-4, rtol=1e-4)
 
 

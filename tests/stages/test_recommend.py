@@ -11,16 +11,21 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
+from graph_reference import build_batch
 from rich.console import Console
 from tiny_warehouse import TINY_MODEL, register_untrained, tiny_settings, write_tiny_warehouse
 from typer.testing import CliRunner
 
+from mmsr_model.graph import NODE_TYPES
+from mmsr_model.histories import Histories
+from mmsr_model.inference import ordered_top_k
 from pipeline.app.cli import app
 from pipeline.app.show import show_user
 from pipeline.core.config import Settings
 from pipeline.core.errors import PipelineError
 from pipeline.stages.publish import publish_night
-from pipeline.stages.recommend import SCHEMA, _block_table, run_recommend
+from pipeline.stages.recommend import SCHEMA, _block_table, _champion_histories, _load_champion, run_recommend
 from pipeline.warehouse.dataset import load_histories
 
 pytestmark = pytest.mark.slow
@@ -55,6 +60,34 @@ def test_writes_top_k_for_every_user(champion: Settings) -> None:
         assert scores == sorted(scores, reverse=True)
         seen = set(index.item_ids[sequences[int(user[-3:])]].tolist())
         assert not seen & {r["item_id"] for r in recs}, user
+
+
+def test_table_equals_per_user_scoring_through_the_replaced_graph_builder(champion: Settings) -> None:
+    """Block-wise graphs, scoring and seen-item masking give the very rows of one graph batch from
+    the replaced numpy builder, masked user by user."""
+    run_recommend(champion, "tiny", YESTERDAY, 5)
+    table = pq.read_table(champion.pending_partition("tiny", YESTERDAY) / "part-0.parquet")
+    wrapper, _ = _load_champion(champion, "tiny")
+    model = wrapper.model.eval()
+    index, sequences = load_histories(champion, "tiny")
+    assert wrapper.item_ids.tolist() == index.item_ids.tolist()  # the champion's ids are the warehouse's
+    codes = {NODE_TYPES.index(m): getattr(model, f"graph_codes_{m}").numpy() for m in model.modalities}
+    assert codes  # the graphs carry code nodes
+    with torch.no_grad():
+        scores = model.full_sort_predict(build_batch([s[-model.max_len :] for s in sequences], codes))
+    for row, seen in enumerate(sequences):
+        scores[row, torch.from_numpy(seen)] = float("-inf")
+    values, ids = ordered_top_k(scores, 5)
+    assert table["user_id"].to_pylist() == np.repeat(index.user_ids, 5).tolist()
+    assert table["item_id"].to_pylist() == wrapper.item_ids[ids.numpy().ravel()].tolist()
+    assert table["score"].to_pylist() == values.numpy().ravel().tolist()
+
+
+def test_champion_histories_drop_unknown_items_and_keep_users() -> None:
+    histories = Histories.pack([np.array([0, 1, 2]), np.array([3]), np.array([2, 3, 0])])
+    mapped = _champion_histories(histories, {"a": 5, "c": 1}, np.array(["a", "b", "c", "d"]))
+    assert mapped.lengths.tolist() == [2, 0, 2]
+    assert mapped.items.tolist() == [5, 1, 1, 5]
 
 
 def test_rerun_same_date_is_identical_and_leaves_other_dates(champion: Settings) -> None:

@@ -1,65 +1,29 @@
-"""Stamped MSGraphs: the full graph of every sequence, each part stamped with its first position.
+"""The numpy graph builder the torch builder replaced, kept only as the reference of the equivalence tests.
 
-The graph of a prefix ``seq[:t]`` is then the parts stamped ``< t`` (see
-:mod:`mmsr_model.graph`, which selects prefixes and batches them). Building runs in
-named phases, each vectorised over all sequences at once: positions, occurrences
-(items and their codes), nodes (unique (graph, type, value)), transitions between
-consecutive positions, and cross-modal pairs inside one position.
-
-Node types and relations are named here (:class:`NodeType`, :class:`HomoRel`,
-:class:`HeteroRel`); the tuples ``NODE_TYPES`` / ``HOMO_RELATIONS`` /
-``HETERO_RELATIONS`` give their names in index order.
+Stamped full-sequence graphs (every node and edge stamped with its first position),
+prefix selection by masks, and the type-major reordering, exactly as they built
+every ``GraphBatch`` before :func:`mmsr_model.graph.build_graphs`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from enum import IntEnum
 
 import numpy as np
+import torch
 
-
-class NodeType(IntEnum):
-    """Node types, in the type-major order nodes of a batch follow."""
-
-    ITEM = 0
-    IMAGE = 1
-    TEXT = 2
-
-
-class HomoRel(IntEnum):
-    """Relations of the homogeneous (sequential) attention, one attention vector each."""
-
-    SELF = 0
-    OUT = 1  # u -> v where v directly followed u
-    IN = 2  # the reverse edge of an OUT transition
-    BOTH = 3  # u -> v and v -> u both occurred
-
-
-class HeteroRel(IntEnum):
-    """Relations of the heterogeneous (cross-modal) attention; each reverse is the forward + 1."""
-
-    SELF = 0
-    ITEM_TO_IMAGE = 1
-    IMAGE_TO_ITEM = 2
-    ITEM_TO_TEXT = 3
-    TEXT_TO_ITEM = 4
-    IMAGE_TO_TEXT = 5
-    TEXT_TO_IMAGE = 6
-
-
-NODE_TYPES = tuple(t.name.lower() for t in NodeType)
-HOMO_RELATIONS = tuple(r.name.lower() for r in HomoRel)
-HETERO_RELATIONS = tuple(r.name.lower().replace("_to_", "->") for r in HeteroRel)
-#: the 10 edge types of the graph ("self" is shared by both attentions)
-EDGE_TYPES = tuple(dict.fromkeys(HOMO_RELATIONS + HETERO_RELATIONS))
-#: the relation of a cross-modal pair (a, b), keyed by (type of a, type of b) with a of the lower type
-CROSS_RELATION = {
-    (NodeType.ITEM, NodeType.IMAGE): HeteroRel.ITEM_TO_IMAGE,
-    (NodeType.ITEM, NodeType.TEXT): HeteroRel.ITEM_TO_TEXT,
-    (NodeType.IMAGE, NodeType.TEXT): HeteroRel.IMAGE_TO_TEXT,
-}
+from mmsr_model.data import SequenceData, TargetSet
+from mmsr_model.graph import (
+    CROSS_RELATION,
+    HOMO_RELATIONS,
+    NODE_TYPES,
+    GraphBatch,
+    HeteroRel,
+    HomoRel,
+    NodeType,
+)
+from mmsr_model.sparse import Pattern
 
 NEVER = np.iinfo(np.int64).max
 
@@ -318,3 +282,176 @@ def build_stamped(sequences: Sequence[np.ndarray], codes: Mapping[int, np.ndarra
         cross_rel=cross_rel,
         cross_first=cross_first,
     )
+
+
+def from_arrays(
+    homo: np.ndarray, hetero: np.ndarray, type_counts: tuple[int, int, int], **rest: object
+) -> GraphBatch:
+    """Sort the ``[3, E]`` (src, dst, rel) edge arrays as the old builder did and derive their patterns."""
+    n = sum(type_counts)
+    n_rel = len(HOMO_RELATIONS)
+    homo = homo[:, np.argsort(homo[1] * n_rel + homo[2], kind="stable")]
+    hetero = hetero[:, np.argsort(hetero[1], kind="stable")]
+    ho, he = torch.from_numpy(np.ascontiguousarray(homo)), torch.from_numpy(np.ascontiguousarray(hetero))
+    return GraphBatch(
+        type_counts=type_counts,
+        homo_index=ho[:2],
+        homo_rel=ho[2],
+        hetero_index=he[:2],
+        hetero_rel=he[2],
+        homo_logit=Pattern.from_sorted(ho[1] * n_rel + ho[2], ho[0], n * n_rel, n),
+        homo_agg=Pattern.from_sorted(ho[1], ho[0], n, n),
+        hetero_agg=Pattern.from_sorted(he[1], he[0], n, n),
+        **rest,  # type: ignore[arg-type]
+    )
+
+
+def _ranges(ptr: np.ndarray, graphs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows of the CSR blocks ``graphs`` concatenated, their sample index, and block starts."""
+    starts = ptr[graphs]
+    lens = ptr[graphs + 1] - starts
+    block = np.cumsum(lens) - lens
+    sample = np.repeat(np.arange(len(graphs)), lens)
+    rows = np.arange(int(lens.sum())) - block[sample] + starts[sample]
+    return rows, sample, block
+
+
+@dataclass
+class _Part:
+    """Selected graphs in sample-major node order, before the type-major reordering."""
+
+    node_type: np.ndarray
+    node_value: np.ndarray
+    node_sample: np.ndarray
+    occ_node: np.ndarray
+    occ_pos: np.ndarray
+    homo: np.ndarray  # [3, E] src, dst, rel
+    hetero: np.ndarray
+    last_node: np.ndarray  # per sample of this part
+    samples: np.ndarray  # the batch positions of this part's samples
+
+
+def _select(sg: StampedGraphs, graphs: np.ndarray, t: np.ndarray, samples: np.ndarray) -> _Part:
+    """The prefix ``[:t[i]]`` of stamped graph ``graphs[i]``, for every i."""
+    rows, sample, block = _ranges(sg.node_ptr, graphs)
+    keep = sg.node_first[rows] < t[sample]
+    new_id = np.cumsum(keep) - 1  # position in the selected rows -> compact node id
+    base = block - sg.node_ptr[graphs]  # global row + base[sample] = position in rows
+
+    def node_id(global_rows: np.ndarray, of_sample: np.ndarray) -> np.ndarray:
+        return new_id[global_rows + base[of_sample]]
+
+    e, es, _ = _ranges(sg.trans_ptr, graphs)
+    te = t[es]
+    live = sg.trans_first[e] < te
+    e, es = e[live], es[live]
+    both = sg.trans_rev_first[e] < te[live]
+    src, dst = node_id(sg.trans_src[e], es), node_id(sg.trans_dst[e], es)
+    rel_fwd = np.where(both, int(HomoRel.BOTH), int(HomoRel.OUT))
+    n_sel = int(keep.sum())
+    loops = np.arange(n_sel)
+    homo = np.concatenate(
+        [
+            np.stack([loops, loops, np.full(n_sel, int(HomoRel.SELF), np.int64)]),
+            np.stack([src, dst, rel_fwd]),
+            np.stack([dst[~both], src[~both], np.full(int((~both).sum()), int(HomoRel.IN))]),
+        ],
+        axis=1,
+    )
+
+    c, cs, _ = _ranges(sg.cross_ptr, graphs)
+    live = sg.cross_first[c] < t[cs]
+    c, cs = c[live], cs[live]
+    a, b, rel = node_id(sg.cross_a[c], cs), node_id(sg.cross_b[c], cs), sg.cross_rel[c]
+    hetero = np.concatenate(
+        [
+            np.stack([loops, loops, np.full(n_sel, int(HeteroRel.SELF), np.int64)]),
+            np.stack([a, b, rel]),
+            np.stack([b, a, rel + 1]),  # each reverse relation follows its forward one
+        ],
+        axis=1,
+    )
+
+    o, os_, _ = _ranges(sg.occ_ptr, graphs)
+    live = sg.occ_pos[o] < t[os_]
+    o, os_ = o[live], os_[live]
+    last = node_id(sg.item_node_at[sg.seq_ptr[graphs] + t - 1], np.arange(len(graphs)))
+    return _Part(
+        node_type=sg.node_type[rows[keep]],
+        node_value=sg.node_value[rows[keep]],
+        node_sample=samples[sample[keep]],
+        occ_node=node_id(sg.occ_node[o], os_),
+        occ_pos=t[os_] - 1 - sg.occ_pos[o],
+        homo=homo,
+        hetero=hetero,
+        last_node=last,
+        samples=samples,
+    )
+
+
+def _finish(parts: list[_Part], num_graphs: int) -> GraphBatch:
+    """Concatenate parts and reorder nodes type-major into one :class:`GraphBatch`."""
+    offsets = np.cumsum([0] + [len(p.node_type) for p in parts])[:-1]
+    node_type = np.concatenate([p.node_type for p in parts])
+    order = np.argsort(node_type, kind="stable")
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+
+    def node_refs(name: str) -> np.ndarray:
+        return rank[np.concatenate([getattr(p, name) + off for p, off in zip(parts, offsets, strict=True)])]
+
+    def edges(name: str) -> np.ndarray:
+        e = np.concatenate(
+            [getattr(p, name) + np.array([[off], [off], [0]]) for p, off in zip(parts, offsets, strict=True)],
+            axis=1,
+        )
+        return np.concatenate([rank[e[:2]], e[2:]])
+
+    last_node = np.empty(num_graphs, np.int64)
+    last_node[np.concatenate([p.samples for p in parts])] = node_refs("last_node")
+    counts = np.bincount(node_type, minlength=len(NODE_TYPES))
+    return from_arrays(
+        edges("homo"),
+        edges("hetero"),
+        (int(counts[0]), int(counts[1]), int(counts[2])),
+        node_value=torch.from_numpy(np.concatenate([p.node_value for p in parts])[order]),
+        node_sample=torch.from_numpy(np.concatenate([p.node_sample for p in parts])[order]),
+        occ_node=torch.from_numpy(node_refs("occ_node")),
+        occ_pos=torch.from_numpy(np.concatenate([p.occ_pos for p in parts])),
+        last_node=torch.from_numpy(last_node),
+        num_graphs=num_graphs,
+    )
+
+
+def build_batch(histories: Sequence[np.ndarray], codes: Mapping[int, np.ndarray]) -> GraphBatch:
+    """The MSGraphs of arbitrary ``histories`` (direct route, used for inference)."""
+    sg = build_stamped(histories, codes)
+    n = len(histories)
+    lens = np.diff(sg.seq_ptr)
+    return _finish([_select(sg, np.arange(n), lens, np.arange(n))], n)
+
+
+class GraphCache:
+    """Stamped full-sequence graphs of one :class:`SequenceData`: prefixes by masks, windows directly."""
+
+    def __init__(self, data: SequenceData, codes: Mapping[int, np.ndarray], max_len: int) -> None:
+        self.data, self.codes, self.max_len = data, codes, max_len
+        self.stamped = build_stamped(data.sequences, codes)
+
+    def batch(self, targets: TargetSet) -> GraphBatch:
+        users = np.asarray(targets.users, dtype=np.int64)
+        positions = np.asarray(targets.positions, dtype=np.int64)
+        samples = np.arange(len(users))
+        prefix = positions <= self.max_len
+        parts = [_select(self.stamped, users[prefix], positions[prefix], samples[prefix])]
+        if not prefix.all():
+            windowed = samples[~prefix]
+            histories = [
+                self.data.sequences[u][p - self.max_len : p]
+                for u, p in zip(users[windowed].tolist(), positions[windowed].tolist(), strict=True)
+            ]
+            sg = build_stamped(histories, self.codes)
+            parts.append(
+                _select(sg, np.arange(len(histories)), np.full(len(histories), self.max_len), windowed)
+            )
+        return _finish(parts, len(users))
