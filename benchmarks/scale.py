@@ -30,6 +30,7 @@ import argparse
 import json
 import logging
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -51,6 +52,17 @@ log = logging.getLogger("benchmarks.scale")
 
 
 # ---- children: one stage each, in a fresh interpreter ---------------------------------------
+
+
+class _Clock:
+    """Wall and CPU seconds (this process, all threads) since it started: CPU time is the work
+    itself and holds up under the shared machine's load, where wall time does not."""
+
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def lap(self) -> tuple[float, float]:
+        return time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 
 def _settings(**overrides: Any) -> Any:
@@ -94,19 +106,24 @@ def _child_embed_encode(args: argparse.Namespace) -> dict[str, Any]:
 
     items = _items_table()
     probe = items.slice(0, min(args.encode_items, items.num_rows))
-    seconds = []
+    laps = []
     for n, name in ((1, "encode_one.parquet"), (probe.num_rows, "encode_probe.parquet")):
-        started = time.perf_counter()
+        clock = _Clock()
         report = embed_text(_settings(), probe.slice(0, n), args.work / name)
-        seconds.append(time.perf_counter() - started)
-    per_item = max(seconds[1] - seconds[0], 0.0) / max(probe.num_rows - 1, 1)
+        laps.append(clock.lap())
+    (one, one_cpu), (many, many_cpu) = laps
+    per_item, per_item_cpu = (
+        (b - a) / max(probe.num_rows - 1, 1) for a, b in ((one, many), (one_cpu, many_cpu))
+    )
     return {
         "rows_in": probe.num_rows,
         "rows_out": report.embedded,
         "items": items.num_rows,
-        "fixed_s": seconds[0],
+        "fixed_s": one,
         "per_item_ms": 1000 * per_item,
-        "extrapolated_s": seconds[0] + per_item * items.num_rows,
+        "per_item_cpu_ms": 1000 * per_item_cpu,
+        "extrapolated_s": one + per_item * items.num_rows,
+        "extrapolated_cpu_s": one_cpu + per_item_cpu * items.num_rows,
     }
 
 
@@ -137,17 +154,17 @@ def _child_codes(args: argparse.Namespace) -> dict[str, Any]:
     return {"rows_in": text.items, "rows_out": text.items * text.k, "c": text.c, "k": text.k}
 
 
-def _model_and_data(settings: Any) -> tuple[Any, Any, Any, float]:
-    """The train stage's read of the warehouse and a fresh default MMSR, with the read's seconds."""
+def _model_and_data(settings: Any) -> tuple[Any, Any, tuple[float, float]]:
+    """The train stage's read of the warehouse and a fresh default MMSR, with the read's wall and CPU s."""
     from mmsr_model.registry import build_model
     from pipeline.stages.train.config import train_config
     from pipeline.warehouse.dataset import load_sequence_data
 
-    started = time.perf_counter()
-    data, index = load_sequence_data(settings, DATASET)
-    load_s = time.perf_counter() - started
+    clock = _Clock()
+    data, _ = load_sequence_data(settings, DATASET)
+    load = clock.lap()
     model = build_model("mmsr", data, **train_config(settings).model_params)
-    return model, data, index, load_s
+    return model, data, load
 
 
 def _child_train(args: argparse.Namespace) -> dict[str, Any]:
@@ -164,27 +181,28 @@ def _child_train(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     settings = _settings()
     config = train_config(settings)
-    model, data, _, load_s = _model_and_data(settings)
+    model, data, (load_s, load_cpu) = _model_and_data(settings)
     device = torch.device("cpu")
     model.to(device).train()
     trainee, autocast = make_trainee(model, config.lr, config.weight_decay, config.seed, device)
     train = data.splits["train"]
-    started = time.perf_counter()
+    clock = _Clock()
     model.prepare_samples(data, TargetSet(train.users[:1], train.positions[:1]))  # the per-user cache
-    cache_s = time.perf_counter() - started
+    cache_s, cache_cpu = clock.lap()
     order = epoch_order(model, train, config.batch_size, trainee.shuffler)
     warmup = 2
     n_steps = min(warmup + args.train_steps, len(order) // config.batch_size)
-    step_s = 0.0
+    step_s = step_cpu = 0.0
     for i in range(n_steps):
-        started = time.perf_counter()
+        clock = _Clock()
         idx = order[i * config.batch_size : (i + 1) * config.batch_size]
         batch, targets = build_batch(model, data, train, idx)
         train_step(trainee, batch, targets, device, autocast)
         if i >= warmup:
-            step_s += time.perf_counter() - started
-    per_step = step_s / max(n_steps - warmup, 1)
-    started = time.perf_counter()
+            wall, cpu = clock.lap()
+            step_s, step_cpu = step_s + wall, step_cpu + cpu
+    timed = max(n_steps - warmup, 1)
+    clock = _Clock()
     setup_mlflow(settings, DATASET)
     with mlflow.start_run(run_name="scale-benchmark"):
         version = log_pyfunc(model, settings.dataset_dir(DATASET) / "item_index.parquet", DATASET)
@@ -192,15 +210,17 @@ def _child_train(args: argparse.Namespace) -> dict[str, Any]:
     steps_per_epoch = -(-len(train) // config.batch_size)
     return {
         "rows_in": len(train),
-        "rows_out": (n_steps - warmup) * config.batch_size,
+        "rows_out": timed * config.batch_size,
         "load_s": load_s,
         "cache_s": cache_s,
-        "step_s": per_step,
-        "timed_steps": n_steps - warmup,
+        "step_s": step_s / timed,
+        "step_cpu_s": step_cpu / timed,
+        "timed_steps": timed,
         "batch_size": config.batch_size,
-        "samples_per_s": config.batch_size / per_step,
-        "extrapolated_s": load_s + cache_s + steps_per_epoch * per_step,
-        "register_s": time.perf_counter() - started,
+        "samples_per_s": config.batch_size * timed / step_s,
+        "extrapolated_s": load_s + cache_s + steps_per_epoch * step_s / timed,
+        "extrapolated_cpu_s": load_cpu + cache_cpu + steps_per_epoch * step_cpu / timed,
+        "register_s": clock.lap()[0],
         "n_items": data.n_items,
     }
 
@@ -215,22 +235,24 @@ def _child_validation(args: argparse.Namespace) -> dict[str, Any]:
     from mmsr_model.evaluation import evaluate
 
     torch.manual_seed(args.seed)
-    model, data, _, load_s = _model_and_data(_settings())
+    model, data, (load_s, load_cpu) = _model_and_data(_settings())
     valid = data.splits["valid"]
     n = min(args.valid_users, len(valid))
     keep = np.sort(np.random.default_rng(args.seed).choice(len(valid), n, replace=False))
     capped = dataclasses.replace(
         data, splits={**data.splits, "valid": TargetSet(valid.users[keep], valid.positions[keep])}
     )
-    started = time.perf_counter()
+    clock = _Clock()
     evaluate(model, capped, split="valid", device=torch.device("cpu"))
-    eval_s = time.perf_counter() - started
+    eval_s, eval_cpu = clock.lap()
+    share = len(valid) / max(n, 1)
     return {
         "rows_in": len(valid),
         "rows_out": n,
         "load_s": load_s,
         "eval_s": eval_s,
-        "extrapolated_s": load_s + eval_s * len(valid) / max(n, 1),
+        "extrapolated_s": load_s + eval_s * share,
+        "extrapolated_cpu_s": load_cpu + eval_cpu * share,
     }
 
 
@@ -302,6 +324,8 @@ def _run_child(name: str, args: argparse.Namespace, work: Path, scale: float, ho
         str(args.valid_users),
         "--recommend-users",
         str(args.recommend_users),
+        "--mem-limit-gib",
+        str(args.mem_limit_gib),
         "--result",
         str(result),
     ]
@@ -344,7 +368,7 @@ def _env(home: Path, tracking_home: Path) -> dict[str, str]:
 
 def _capped_recommend(args: argparse.Namespace, work: Path, scale: float, home: Path, users: int) -> dict:
     """``run_recommend`` on the first N and N/4 users (same champion): the difference of the two
-    stage times is the per-user cost, the rest (champion load) is fixed; extrapolated to every user."""
+    runs is the per-user cost, the rest (interpreter, champion load) fixed; extrapolated to every user."""
     runs = []
     for cap in (args.recommend_users // 4, args.recommend_users):
         capped = work / f"home_capped_{cap}"
@@ -352,16 +376,16 @@ def _capped_recommend(args: argparse.Namespace, work: Path, scale: float, home: 
         _run_child(PREP["recommend"], sub, work, scale, capped, _env(capped, home))
         runs.append(_run_child("recommend", sub, work, scale, capped, _env(capped, home)))
     small, out = runs
-    per_user = max(out["stage_s"] - small["stage_s"], 0.0) / (out["rows_in"] - small["rows_in"])
-    fixed = max(out["stage_s"] - per_user * out["rows_in"], 0.0)
+    extra = out["rows_in"] - small["rows_in"]
+    for key, total in (("s", "wall_s"), ("cpu_s", "cpu_s")):
+        per_user = max(out[total] - small[total], 0.0) / extra
+        fixed = max(out[total] - per_user * out["rows_in"], 0.0)
+        out[f"per_user_ms_{key}"] = 1000 * per_user
+        out["extrapolated_" + key] = fixed + per_user * users
     out.update(
-        capped_users=[small["rows_in"], out["rows_in"]],
-        capped_stage_s=[small["stage_s"], out["stage_s"]],
-        per_user_ms=1000 * per_user,
-        fixed_s=fixed,
-        extrapolated_s=fixed + per_user * users,
-        rows_in=users,
+        capped_users=[small["rows_in"], out["rows_in"]], capped_wall_s=[small["wall_s"], out["wall_s"]]
     )
+    out.update(capped_cpu_s=[small["cpu_s"], out["cpu_s"]], rows_in=users)
     return out
 
 
@@ -400,6 +424,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train-steps", type=int, default=10)
     parser.add_argument("--valid-users", type=int, default=5_000)
     parser.add_argument("--recommend-users", type=int, default=5_000)
+    parser.add_argument(
+        "--mem-limit-gib",
+        type=float,
+        default=12.0,
+        help="address-space cap of each stage process: one that needs more fails instead of pushing "
+        "the shared machine into swap or the OOM killer",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--child", choices=sorted(CHILDREN), help=argparse.SUPPRESS)
     parser.add_argument("--home", type=Path, help=argparse.SUPPRESS)
@@ -408,6 +439,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.child:
+        if args.child != "extract":  # DuckDB keeps to its own memory limit and spills
+            limit = int(args.mem_limit_gib * 2**30)
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         args.result.write_text(json.dumps(CHILDREN[args.child](args), default=str))
         return
     from benchmarks.scale_report import load_results, write_results
