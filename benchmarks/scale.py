@@ -45,8 +45,8 @@ DATASET = "scale"
 RUN_DATE = date(2026, 1, 1)
 TEXT_DIM = 384
 STAGES = ("extract", "embed_encode", "embed_import", "codes", "train", "validation", "recommend")
-#: set-up children whose cost is not a stage's (random vectors to import, the capped user tables)
-PREP = {"embed_import": "vectors", "recommend": "recommend_prep"}
+#: set-up children whose cost is not a stage's: the random vectors to import
+PREP = {"embed_import": "vectors"}
 
 log = logging.getLogger("benchmarks.scale")
 
@@ -373,7 +373,7 @@ def _capped_recommend(args: argparse.Namespace, work: Path, scale: float, home: 
     for cap in (args.recommend_users // 4, args.recommend_users):
         capped = work / f"home_capped_{cap}"
         sub = argparse.Namespace(**{**vars(args), "recommend_users": cap})
-        _run_child(PREP["recommend"], sub, work, scale, capped, _env(capped, home))
+        _run_child("recommend_prep", sub, work, scale, capped, _env(capped, home))
         runs.append(_run_child("recommend", sub, work, scale, capped, _env(capped, home)))
     small, out = runs
     extra = out["rows_in"] - small["rows_in"]
