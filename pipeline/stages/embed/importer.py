@@ -90,7 +90,7 @@ def _read_npy(path: Path) -> tuple[list[str], np.ndarray]:
     ids = _check_ids(names, [line.strip() for line in lines], first_line=1)
     if len(ids) != matrix.shape[0]:
         raise PipelineError(f"{names}: {len(ids)} ids but {path.name} has {matrix.shape[0]} rows")
-    return ids, matrix.astype(np.float32)
+    return ids, np.asarray(matrix, dtype=np.float32)  # no second copy when it already is float32
 
 
 def read_features(path: Path) -> tuple[list[str], np.ndarray, str]:

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.core.errors import PipelineError
-from pipeline.core.io import write_parquet_atomic
+from pipeline.core.io import write_atomically
 from pipeline.warehouse.codes_table import vector_column
 
 log = logging.getLogger(__name__)
@@ -59,19 +59,31 @@ class Embeddings:
         return dict(sorted(Counter(m for m in self.missing if m is not None).items()))
 
 
+#: rows per Parquet row group: the vectors are converted and written a slice at a time, so
+#: writing never holds a second whole copy of a million items' vectors
+WRITE_CHUNK_ROWS = 65_536
+
+
 def write_embeddings(emb: Embeddings, path: Path) -> None:
     present = np.array([m is None for m in emb.missing], dtype=bool)
-    table = pa.Table.from_arrays(
-        [
-            pa.array(emb.item_ids, pa.string()),
-            pa.array([emb.encoder_id] * len(emb.item_ids), pa.string()),
-            pa.array(emb.hashes, pa.string()),
-            vector_column(emb.vectors, present),
-            pa.array(emb.missing, pa.string()),
-        ],
-        schema=SCHEMA,
-    )
-    write_parquet_atomic(table, path)
+
+    def write(tmp: Path) -> None:
+        with pq.ParquetWriter(tmp, SCHEMA) as writer:
+            for start in range(0, max(len(emb.item_ids), 1), WRITE_CHUNK_ROWS):
+                rows = slice(start, start + WRITE_CHUNK_ROWS)
+                part = pa.Table.from_arrays(
+                    [
+                        pa.array(emb.item_ids[rows], pa.string()),
+                        pa.array([emb.encoder_id] * len(emb.item_ids[rows]), pa.string()),
+                        pa.array(emb.hashes[rows], pa.string()),
+                        vector_column(emb.vectors[rows], present[rows]),
+                        pa.array(emb.missing[rows], pa.string()),
+                    ],
+                    schema=SCHEMA,
+                )
+                writer.write_table(part)
+
+    write_atomically(path, write)
 
 
 def read_vectors(path: Path) -> tuple[pa.Table, np.ndarray, np.ndarray]:
