@@ -84,9 +84,11 @@ def sharded(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return parse_dags(home, MMSR_SHARDS="3", MMSR_DEMO="")
 
 
-def test_dagbag_imports_cleanly_fast_and_without_heavy_modules(configured: dict) -> None:
+def test_dagbag_imports_cleanly_and_without_heavy_modules(configured: dict) -> None:
     assert configured["errors"] == {}
-    assert configured["seconds"] < 2.0, f"parsing dags/ took {configured['seconds']:.2f} s"
+    # a guard, not a timing: Airflow gives up on a DAG file after dagbag_import_timeout (30 s);
+    # the measured parse time is in benchmarks/results/demo.md
+    assert configured["seconds"] < 15.0, f"parsing dags/ took {configured['seconds']:.2f} s"
     assert configured["heavy"] == []
 
 
