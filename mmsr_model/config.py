@@ -98,12 +98,12 @@ class MMSRArchitecture(ModelConfig):
         None, gt=0, description="None: dot-product scores; a number: cosine scores times this scale"
     )
     item_content: Literal["none", "add"] = Field(
-        "none",
+        "add",
         description="item vectors (graph inputs and the scoring table): the ID embedding alone, or plus a "
         "learned projection of each modality's content vector, so items seldom trained on score by content",
     )
     cold_items: Literal["id_and_content", "content_only"] = Field(
-        "id_and_content",
+        "content_only",
         description="with item_content: items that no training sample holds are scored by their content "
         "alone (content_only), since their ID rows were only ever pushed down as negatives",
     )

@@ -55,8 +55,8 @@ def mmsr(data: SequenceData, **params: object) -> MMSR:
 
 def test_content_ranks_cold_items_where_ids_cannot() -> None:
     data = twin_data()
-    id_rank = ranks(train_briefly(mmsr(data), data), data)
-    content_rank = ranks(train_briefly(mmsr(data, item_content="add"), data), data)
+    id_rank = ranks(train_briefly(mmsr(data, item_content="none"), data), data)
+    content_rank = ranks(train_briefly(mmsr(data, cold_items="id_and_content"), data), data)
     only_rank = ranks(train_briefly(mmsr(data, item_content="add", cold_items="content_only"), data), data)
     # measured HR@10: ID only 0.05, ID + content 0.62, content only for cold items 0.96 (of 60 items)
     assert np.mean(content_rank <= 10) > 0.4
@@ -64,12 +64,14 @@ def test_content_ranks_cold_items_where_ids_cannot() -> None:
     assert np.mean(only_rank <= 10) > np.mean(content_rank <= 10) + 0.2
 
 
-def test_off_by_default_and_persisted_when_on(tmp_path) -> None:  # noqa: ANN001
+def test_on_by_default_persisted_and_off_when_asked(tmp_path) -> None:  # noqa: ANN001
     data = twin_data()
-    plain = mmsr(data)
+    plain = mmsr(data, item_content="none")
     assert not list(plain.content_proj.parameters())
     torch.testing.assert_close(plain.item_embeddings(), plain.item_emb.weight)
-    model = mmsr(data, item_content="add", content_norm="whiten", cold_items="content_only").eval()
+    default = mmsr(data)
+    assert (default.config.item_content, default.config.cold_items) == ("add", "content_only")
+    model = mmsr(data, content_norm="whiten").eval()
     assert "text" in model.init_kwargs["item_features"]
     assert model.init_kwargs["item_train_counts"][N_WARM:].sum() == 0  # cold twins are never trained on
     loaded = load_model(save_model(model, tmp_path / "m.pt"))
@@ -88,7 +90,7 @@ def test_off_by_default_and_persisted_when_on(tmp_path) -> None:  # noqa: ANN001
 
 def test_dropping_a_modality_drops_its_content_too() -> None:
     data = twin_data()
-    model = mmsr(data, item_content="add").eval()
+    model = mmsr(data, cold_items="id_and_content").eval()
     with torch.no_grad():
         model.content_missing["text"].fill_(0.0)
         with model.drop_modality_links("text", 1.0, seed=0):

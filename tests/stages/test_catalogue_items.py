@@ -64,10 +64,11 @@ def test_off_by_default_only_interacted_items(tmp_path: Path) -> None:
 
 
 def test_needs_a_content_aware_model(tmp_path: Path) -> None:
+    assert Settings(home=tmp_path, catalogue_items=True).model.item_content == "add"  # the defaults fit
     with pytest.raises(ValueError, match="catalogue_items needs model.item_content=add"):
-        Settings(home=tmp_path, catalogue_items=True)
+        Settings(home=tmp_path, catalogue_items=True, model={"item_content": "none"})
     with pytest.raises(ValueError, match="cold_items=content_only"):
-        Settings(home=tmp_path, catalogue_items=True, model={"item_content": "add"})
+        Settings(home=tmp_path, catalogue_items=True, model={"cold_items": "id_and_content"})
 
 
 def test_indexed_after_interacted_items_and_kept_when_reviewed_later(tmp_path: Path) -> None:
