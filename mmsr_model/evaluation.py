@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from mmsr_model.base import SequentialRecommender
 from mmsr_model.data import SequenceData, TargetSet
 from mmsr_model.device import place_model
-from mmsr_model.inference import mask_seen
+from mmsr_model.inference import block_rows, mask_seen
 from mmsr_model.metrics import metrics_from_ranks, target_ranks
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,7 @@ def sample_ranks(
     was_training = model.training
     model.eval()
     ranks = np.empty(len(targets), dtype=np.int64)
+    batch_size = block_rows(batch_size, model.n_items)
     packed = data.packed()
     all_users, all_positions = (
         torch.from_numpy(np.asarray(a, dtype=np.int64)) for a in (targets.users, targets.positions)

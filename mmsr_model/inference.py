@@ -21,6 +21,14 @@ from mmsr_model.histories import Histories
 
 log = logging.getLogger(__name__)
 
+#: the largest float32 score matrix one block may hold: rows per block shrink as the catalogue grows
+SCORE_BLOCK_BYTES = 256 * 2**20
+
+
+def block_rows(batch_size: int, n_items: int) -> int:
+    """Rows per scoring block: ``batch_size``, fewer when its float32 scores pass ``SCORE_BLOCK_BYTES``."""
+    return max(1, min(batch_size, SCORE_BLOCK_BYTES // (4 * n_items)))
+
 
 def mask_seen(scores: torch.Tensor, rows: torch.Tensor, items: torch.Tensor) -> None:
     """Set ``scores[rows[i], items[i]] = -inf`` for every ``i``, in place (one scatter)."""
@@ -59,7 +67,8 @@ def top_k(
     Each history must be non-empty; the model sees its last ``max_len`` items
     while ``exclude_seen`` masks every item of the full history. When fewer than
     ``k`` items are left unmasked the tail holds masked items with score -inf.
-    Users are scored in blocks of ``batch_size``.
+    Users are scored in blocks of ``batch_size`` (fewer when the block's score matrix
+    would pass ``SCORE_BLOCK_BYTES``).
     """
     if not 1 <= k <= model.n_items:
         raise ValueError(f"k={k} must be between 1 and the number of items ({model.n_items})")
@@ -73,6 +82,7 @@ def top_k(
     model.eval()
     ids_out = np.empty((len(histories), k), dtype=np.int64)
     scores_out = np.empty((len(histories), k), dtype=np.float32)
+    batch_size = block_rows(batch_size, model.n_items)
     try:
         for start in tqdm(range(0, len(histories), batch_size), desc="top_k", unit="batch", leave=False):
             users = torch.arange(start, min(start + batch_size, len(histories)))

@@ -3,7 +3,8 @@ import pytest
 import torch
 from seqdata import chain_data
 
-from mmsr_model.inference import ordered_top_k, top_k
+from mmsr_model import inference
+from mmsr_model.inference import block_rows, ordered_top_k, top_k
 from mmsr_model.registry import build_model
 
 
@@ -54,3 +55,18 @@ def test_top_k_rejects_bad_input() -> None:
         top_k(model, [np.array([1])], k=11)
     with pytest.raises(ValueError, match="non-empty"):
         top_k(model, [np.array([], dtype=np.int64)], k=3)
+
+
+def test_blocks_shrink_with_the_catalogue_and_results_do_not_depend_on_them(monkeypatch) -> None:  # noqa: ANN001
+    assert block_rows(1024, 12_101) == 1024  # Beauty: a 47 MiB block
+    assert block_rows(1024, 1_210_100) == 55  # 100x the catalogue: rows cut to stay under 256 MiB
+    assert block_rows(1024, 10**9) == 1
+    data = chain_data(n_users=10, n_items=30)
+    model = build_model("sasrec", data, hidden_size=16, seed=1)
+    histories = [np.array([3, 4, 5]), np.array([7]), np.arange(25), np.array([9, 2])]
+    ids, scores = top_k(model, histories, k=6)
+    monkeypatch.setattr(inference, "SCORE_BLOCK_BYTES", 4 * 30)  # one user per block
+    assert block_rows(1024, 30) == 1
+    small_ids, small_scores = top_k(model, histories, k=6)
+    np.testing.assert_array_equal(ids, small_ids)
+    np.testing.assert_allclose(scores, small_scores, atol=1e-5)
