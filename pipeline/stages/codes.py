@@ -86,8 +86,8 @@ def cluster(
     seed: int,
     whiten: bool = False,
     levels: int = 1,
-) -> tuple[np.ndarray, Codebook, ModalityCodes]:
-    """``(centres in the input space, the fitted codebook, summary)``.
+) -> tuple[np.ndarray, Codebook, np.ndarray, np.ndarray, ModalityCodes]:
+    """``(centres in the input space, the fitted codebook, codes (n, k), distances (n, k), summary)``.
 
     One level: ``c`` k-means centres, each item linked to its ``k`` nearest. Several
     levels (a residual quantiser): level ``l`` clusters what the levels before it left
@@ -152,7 +152,7 @@ def cluster(
         warnings=notes,
         levels=levels,
     )
-    return centres.astype(np.float32), codebook, summary
+    return centres.astype(np.float32), codebook, codes, distances, summary
 
 
 def clustering_settings(settings: Settings) -> dict[str, Any]:
@@ -228,8 +228,10 @@ def run_codes(settings: Settings, dataset: str, run_date: date | None = None) ->
     for modality, (item_ids, vectors) in inputs.items():
         if reason is None:
             codebook = Codebook.load(codebook_path(codes_dir, modality))
+            codes, distances = codebook.assign(codebook.to_space(vectors))
+            summary = _kept_summary(codebook, codes, distances)
         else:
-            centres, codebook, summary = cluster(
+            centres, codebook, codes, distances, summary = cluster(
                 vectors,
                 settings.codes_c,
                 settings.codes_k,
@@ -240,9 +242,6 @@ def run_codes(settings: Settings, dataset: str, run_date: date | None = None) ->
             )
             write_centres(codes_dir, modality, centres)
             codebook.save(codebook_path(codes_dir, modality))
-        codes, distances = codebook.assign(codebook.to_space(vectors))
-        if reason is None:
-            summary = _kept_summary(codebook, codes, distances)
         parts.append(item_codes_rows(item_ids, modality, codes, distances))
         report.modalities[modality] = summary
         log.info(
