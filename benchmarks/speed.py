@@ -5,8 +5,8 @@ all training prefixes (leave-one-out: every prefix target except the last two it
 A step is the production one: batches come from ``mmsr_model.batching`` in the fit
 loop's first-epoch order and the optimisation is ``mmsr_model.fitting.train_step``
 (Adam with TrainConfig's defaults, autocast on CUDA).
-Codes are RANDOM (c=30, k=3 per item and modality): speed depends on graph sizes, not
-on what the codes mean. Run e.g.::
+Codes and content vectors are RANDOM (c=30, k=3 per item and modality; 384-d vectors):
+speed depends on graph and table sizes, not on what the codes and vectors mean. Run e.g.::
 
     .venv/bin/python benchmarks/speed.py --device cpu --threads 2 --steps 200
     .venv/bin/python benchmarks/speed.py --sample 2000 --steps 20   # quick CI-sized run
@@ -59,18 +59,22 @@ def load_beauty(path: Path, sample: int | None, seed: int) -> list[np.ndarray]:
 
 
 def make_data(sequences: list[np.ndarray], modalities: list[str], seed: int) -> SequenceData:
-    """Leave-one-out splits plus random codes (c=30, k=3, distinct per item) for ``modalities``."""
+    """Leave-one-out splits plus, per modality, random codes (c=30, k=3, distinct per item) and
+    random 384-d content vectors (the default MMSR adds their projection to each item vector)."""
     n_items = int(max(s.max() for s in sequences)) + 1
     lens = np.array([len(s) for s in sequences])
     users = np.arange(len(sequences))
     # train targets: positions 1 .. n-3 (the last two items are validation and test)
     n_train = np.maximum(lens - 3, 0)
     train = TargetSet(np.repeat(users, n_train), np.concatenate([np.arange(1, n + 1) for n in n_train]))
+    valid = TargetSet(users[lens >= 3], lens[lens >= 3] - 2)
     test = TargetSet(users[lens >= 2], lens[lens >= 2] - 1)
     rng = np.random.default_rng(seed)
     codes = {m: np.argsort(rng.random((n_items, 30)), axis=1)[:, :3] for m in modalities}
     centres = {m: rng.normal(size=(30, 384)).astype(np.float32) for m in modalities}
-    return SequenceData(sequences, n_items, {"train": train, "test": test}, codes, centres)
+    features = {m: rng.normal(size=(n_items, 384)).astype(np.float32) for m in modalities}
+    splits = {"train": train, "valid": valid, "test": test}
+    return SequenceData(sequences, n_items, splits, codes, centres, features)
 
 
 def bench(args: argparse.Namespace) -> dict[str, Any]:
@@ -149,6 +153,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "train_samples": len(train),
         "modalities": args.modalities,
         "codes": "random c=30 k=3",
+        "content": "random 384-d" if model.config.item_content == "add" else "none",
         "hidden_size": args.hidden,
         "batch_size": args.batch_size,
         "timed_steps": timed,
@@ -190,6 +195,7 @@ def write_results(rows: list[dict[str, Any]], out: Path, command: str) -> None:
         ("amp", "autocast"),
         ("torch_threads", "torch threads"),
         ("modalities", "modalities"),
+        ("content", "content vectors"),
         ("users", "users"),
         ("train_samples", "train samples"),
         ("graph_build_ms_per_step", "graph ms/step"),
