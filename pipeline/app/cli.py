@@ -112,12 +112,15 @@ def embed(
 
 
 @app.command()
-def codes(dataset: DatasetOpt, config: ConfigOpt = None) -> None:
-    """Cluster each modality's item vectors into modality codes."""
+def codes(dataset: DatasetOpt, run_date: RunDateOpt = None, config: ConfigOpt = None) -> None:
+    """Cluster each modality's item vectors into modality codes.
+
+    ``--run-date`` is the night's date for the codebooks' full-rebuild schedule (a backfill).
+    """
     settings = _settings(config)
     from pipeline.stages.codes import run_codes
 
-    _run(lambda: run_codes(settings, dataset))
+    _run(lambda: run_codes(settings, dataset, _day(run_date)))
 
 
 @app.command()
@@ -125,20 +128,24 @@ def train(
     dataset: DatasetOpt,
     config: ConfigOpt = None,
     promote: Annotated[bool, typer.Option(help="Run the champion/challenger gate after registering.")] = True,
+    run_date: RunDateOpt = None,
 ) -> None:
     """Train MMSR, log and register it in MLflow, and run the promotion gate.
 
-    With ``train_processes`` > 1 training runs data-parallel under torchrun.
+    With ``train_processes`` > 1 training runs data-parallel under torchrun. ``--run-date``
+    is the night's date for the warm start's full-retrain schedule (a backfill).
     """
     settings = _settings(config)
+    day = _day(run_date)
     if settings.train_processes > 1:
         from pipeline.orchestration.isolated import run_stage_isolated
 
-        _run(lambda: run_stage_isolated(settings, "train", dataset, {"promote": promote}))
+        args: dict[str, Any] = {"promote": promote, **({"run_date": day.isoformat()} if day else {})}
+        _run(lambda: run_stage_isolated(settings, "train", dataset, args))
         return
     from pipeline.stages.train.run import run_train
 
-    _run(lambda: run_train(settings, dataset, promote=promote))
+    _run(lambda: run_train(settings, dataset, promote=promote, run_date=day))
 
 
 @app.command()

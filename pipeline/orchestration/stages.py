@@ -49,16 +49,22 @@ def _embed(settings: Settings, dataset: str, args: dict[str, Any]) -> Any:
     return run_embed(settings, dataset, args.get("modality", "all"))
 
 
+def _optional_date(args: dict[str, Any]) -> date | None:
+    return date.fromisoformat(args["run_date"]) if args.get("run_date") else None
+
+
 def _codes(settings: Settings, dataset: str, args: dict[str, Any]) -> Any:
     from pipeline.stages.codes import run_codes
 
-    return run_codes(settings, dataset)
+    return run_codes(settings, dataset, _optional_date(args))
 
 
 def _train(settings: Settings, dataset: str, args: dict[str, Any]) -> Any:
     from pipeline.stages.train.run import run_train
 
-    return run_train(settings, dataset, promote=bool(args.get("promote", False)))
+    return run_train(
+        settings, dataset, promote=bool(args.get("promote", False)), run_date=_optional_date(args)
+    )
 
 
 def _promote(settings: Settings, dataset: str, args: dict[str, Any]) -> Any:
@@ -77,8 +83,8 @@ def _recommend(settings: Settings, dataset: str, args: dict[str, Any]) -> Any:
 def _publish(settings: Settings, dataset: str, args: dict[str, Any]) -> Any:
     from pipeline.stages.publish import publish_analytics, publish_night
 
-    if args.get("run_date"):
-        return publish_night(settings, dataset, date.fromisoformat(args["run_date"]))
+    if day := _optional_date(args):
+        return publish_night(settings, dataset, day)
     return {"analytics_db": str(publish_analytics(settings))}
 
 

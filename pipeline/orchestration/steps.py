@@ -70,9 +70,18 @@ NIGHTLY_STEPS: tuple[Step, ...] = (
     Step("extract", "extract", timeout=timedelta(hours=1)),
     _embed_step("text"),
     _embed_step("image"),
-    Step("codes", "codes", ("embed_text", "embed_image"), timeout=timedelta(hours=1)),
+    # codes and train take the run date for their full-rebuild schedule (a backfill keeps it)
+    Step("codes", "codes", ("embed_text", "embed_image"), takes_run_date=True, timeout=timedelta(hours=1)),
     # promotion is its own step so a failed gate can be rerun without retraining
-    Step("train", "train", ("codes",), _args(promote=False), uses_gpu=True, timeout=timedelta(hours=8)),
+    Step(
+        "train",
+        "train",
+        ("codes",),
+        _args(promote=False),
+        takes_run_date=True,
+        uses_gpu=True,
+        timeout=timedelta(hours=8),
+    ),
     Step(
         "promote",
         "promote",

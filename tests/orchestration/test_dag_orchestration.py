@@ -141,8 +141,10 @@ def test_nightly_without_airflow_runs_the_dag_order_and_passes_the_version(
         "extract", "embed", "embed", "codes", "train", "promote", "recommend", "publish", "report",
     ]  # fmt: skip
     assert calls[1][1] == {"modality": "text"} and calls[2][1] == {"modality": "image"}
-    assert calls[4][1] == {"promote": False} and calls[5][1] == {"version": 7}
-    assert calls[6][1] == calls[7][1] == calls[8][1] == {"run_date": "2024-05-01"}
+    night = {"run_date": "2024-05-01"}  # codes and train keep a backfill's date for their schedules
+    assert calls[3][1] == night and calls[4][1] == {"promote": False, **night}
+    assert calls[5][1] == {"version": 7}
+    assert calls[6][1] == calls[7][1] == calls[8][1] == night
     assert list(report.to_dict()["stages"]) == [
         "extract", "embed_text", "embed_image", "codes", "train", "promote", "recommend", "publish_analytics",
         "report",

@@ -165,3 +165,13 @@ def test_later_nights_keep_the_centres_assign_new_items_and_rebuild_on_schedule(
         in run_codes(Settings(codes_c=4, warm_start="auto"), "shop", day + timedelta(days=8)).reason
     )
     assert run_codes(Settings(codes_c=3, codes_k=2, warm_start="never"), "shop", day).rebuilt
+
+
+def test_the_stage_runner_builds_codebooks_on_the_nights_date(mmsr_home: Path, shop: object) -> None:
+    """A backfilled night (the DAG's run_date) dates the codebooks, not the wall clock."""
+    from pipeline.orchestration.stages import run_stage
+    from pipeline.stages.codebook import read_state
+
+    run_stage(Settings(codes_c=3, codes_k=2), "codes", "shop", {"run_date": "2024-05-01"})
+    state = read_state(codes_dir(mmsr_home))
+    assert state is not None and state["built_on"] == "2024-05-01"
