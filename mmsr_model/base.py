@@ -138,9 +138,14 @@ class SequentialRecommender(nn.Module, ABC):
         """Random generators the model draws from while training (a checkpoint saves their state)."""
         return {}
 
-    def full_sort_predict(self, batch: Any) -> torch.Tensor:
-        """Scores over all items, shape ``[B, n_items]``."""
-        return self.forward(batch) @ self.item_embeddings().T
+    def full_sort_predict(self, batch: Any, item_table: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores over all items, shape ``[B, n_items]``.
+
+        ``item_table`` is :meth:`item_embeddings` computed once by a caller that scores many
+        batches with unchanged weights (inference, validation), so that it is not rebuilt per batch.
+        """
+        table = self.item_embeddings() if item_table is None else item_table
+        return self.forward(batch) @ table.T
 
     def calculate_loss(self, batch: Any, targets: torch.Tensor) -> torch.Tensor:
         """Full softmax cross-entropy over all items."""

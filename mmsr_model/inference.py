@@ -39,13 +39,19 @@ def ordered_top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Ten
     """The ``k`` best items per row, ordered by score then lower item id.
 
     ``torch.topk`` is fast but picks arbitrarily among ties; rows whose k-th
-    score is tied with an item outside the top k are re-done with a stable sort.
+    score is tied with an item outside the top k (the (k+1)-th best score equals the
+    k-th) are re-done with a stable sort.
     """
-    values, ids = torch.topk(scores, k, dim=1)
+    values, ids = torch.topk(scores, min(k + 1, scores.shape[1]), dim=1)
+    if values.shape[1] > k:
+        tied = values[:, k] == values[:, k - 1]
+        values, ids = values[:, :k], ids[:, :k]
+    else:
+        tied = torch.zeros(len(scores), dtype=torch.bool, device=scores.device)
     ids, order = ids.sort(dim=1)
     values, order = values.gather(1, order).sort(dim=1, descending=True, stable=True)
     ids = ids.gather(1, order)
-    ambiguous = ((scores >= values[:, -1:]).sum(dim=1) > k).nonzero().squeeze(1)
+    ambiguous = tied.nonzero().squeeze(1)
     if ambiguous.numel():
         full_values, full_ids = scores[ambiguous].sort(dim=1, descending=True, stable=True)
         values[ambiguous] = full_values[:, :k]
@@ -84,11 +90,12 @@ def top_k(
     scores_out = np.empty((len(histories), k), dtype=np.float32)
     batch_size = block_rows(batch_size, model.n_items)
     try:
+        table = model.item_embeddings()  # once: the weights do not change while scoring
         for start in tqdm(range(0, len(histories), batch_size), desc="top_k", unit="batch", leave=False):
             users = torch.arange(start, min(start + batch_size, len(histories)))
             ends = lengths[users]
             scores = model.full_sort_predict(
-                model.batch_to(model.prepare_histories(histories, users, ends), dev)
+                model.batch_to(model.prepare_histories(histories, users, ends), dev), table
             )
             scores = scores.float()
             if exclude_seen:

@@ -13,14 +13,30 @@ def _reference_top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return np.stack([np.lexsort((np.arange(row.size), -row))[:k] for row in scores])
 
 
-def test_ordered_top_k_breaks_ties_by_lower_id() -> None:
+@pytest.mark.parametrize("k", [1, 7, 39, 40])
+def test_ordered_top_k_breaks_ties_by_lower_id(k: int) -> None:
     rng = np.random.default_rng(0)
     scores = rng.integers(0, 4, size=(64, 40)).astype(np.float32)  # many ties, also at the cut
     scores[:8] = rng.normal(size=(8, 40))  # some rows without ties
-    values, ids = ordered_top_k(torch.from_numpy(scores), 7)
-    expected = _reference_top_k(scores, 7)
+    scores[8:12, 5:] = -np.inf  # masked items: fewer than k left unmasked
+    values, ids = ordered_top_k(torch.from_numpy(scores), k)
+    expected = _reference_top_k(scores, k)
     np.testing.assert_array_equal(ids.numpy(), expected)
     np.testing.assert_array_equal(values.numpy(), np.take_along_axis(scores, expected, 1))
+
+
+def test_scoring_builds_the_item_table_once_per_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The item table (MMSR: ID rows plus projected content of every item) is not rebuilt per block."""
+    from mmsr_model.evaluation import evaluate
+
+    data = chain_data(n_users=12, n_items=30, text_codes=4)
+    model = build_model("mmsr", data, hidden_size=8, modalities=["text"])
+    builds = []
+    table = model.item_embeddings
+    monkeypatch.setattr(model, "item_embeddings", lambda: builds.append(1) or table())
+    top_k(model, data.histories(data.splits["test"], model.max_len), k=3, batch_size=5)
+    evaluate(model, data, "test", batch_size=5)
+    assert len(builds) == 2
 
 
 def test_top_k_excludes_seen_items_and_is_deterministic() -> None:
