@@ -136,11 +136,11 @@ def train(
     is the night's date for the warm start's full-retrain schedule (a backfill).
     """
     settings = _settings(config)
-    day = _day(run_date)
+    day = _day(run_date)  # validated here, before any work
     if settings.train_processes > 1:
         from pipeline.orchestration.isolated import run_stage_isolated
 
-        args: dict[str, Any] = {"promote": promote, **({"run_date": day.isoformat()} if day else {})}
+        args = {"promote": promote, "run_date": run_date}  # the stage reads None as today
         _run(lambda: run_stage_isolated(settings, "train", dataset, args))
         return
     from pipeline.stages.train.run import run_train

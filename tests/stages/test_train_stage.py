@@ -87,7 +87,9 @@ def test_train_stage_runs_data_parallel_under_torchrun(mmsr_home: Path) -> None:
 
     settings = tiny_settings(mmsr_home, train_processes=2, model={**TINY_MODEL, "max_epochs": 2})
     write_tiny_warehouse(settings)
-    report = run_stage_isolated(settings, "train", "tiny", {"promote": False})
+    report = run_stage_isolated(
+        settings, "train", "tiny", {"promote": False, "run_date": None}
+    )  # as `mmsr train` sends it
     assert report["model_version"] == 1 and report["epochs"] == 2  # rank 0's report
     run = MlflowClient(settings.tracking_uri).get_run(report["run_id"])
     assert run.data.params["train_processes"] == "2"
