@@ -6,7 +6,9 @@ samples (:mod:`mmsr_model.batching`, :mod:`mmsr_model.fitting`), then ranks the
 watches ``config.eval_metric`` and the best epoch's weights are restored at the end
 (or, with ``config.refit``, :func:`refit` trains a fresh model on train + valid for
 that many epochs). With ``config.warm_start_from`` both start from an older model's
-weights instead of random ones (:mod:`mmsr_model.warm_start`).
+weights instead of random ones (:mod:`mmsr_model.warm_start`), and with
+``config.warm_trained_upto`` both train on what that model has not learned plus a
+replay of the rest (:mod:`mmsr_model.incremental`).
 With ``config.checkpoint_dir`` the loop's state is saved after every epoch and a
 rerun resumes after the last saved one (see :mod:`mmsr_model.checkpoint`).
 Models without trainable parameters (Pop) get one "epoch" of validation only.
@@ -21,6 +23,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -34,6 +37,7 @@ from mmsr_model.distributed import from_main, is_main, sync_parameters
 from mmsr_model.early_stopping import EarlyStopping, fresh_state
 from mmsr_model.evaluation import evaluate
 from mmsr_model.fitting import Autocast, fit_epoch, make_trainee
+from mmsr_model.incremental import incremental_samples, with_unlearned_valid
 from mmsr_model.metrics import metric_names
 from mmsr_model.objectives import LossKind, Objective
 from mmsr_model.persistence import load_model
@@ -76,6 +80,10 @@ class TrainConfig:
     refit: bool = False
     # a saved model (persistence format) whose weights seed selection and refit (None: cold start)
     warm_start_from: str | None = None
+    # with warm_start_from: a .npy of that model's per-user ``trained_upto``; selection and refit then
+    # train on what it did not learn plus ``replay_fraction`` of the rest (mmsr_model.incremental)
+    warm_trained_upto: str | None = None
+    replay_fraction: float = 0.1
 
 
 def config_for(model: str, base: TrainConfig, **changes: Any) -> TrainConfig:
@@ -119,14 +127,16 @@ def train(
     seed_everything(config.seed)
     device = resolve_device(config.device)
     model = _initial_model(config, data, device)
-    samples = train_samples(data, config.max_train_samples, config.seed)
+    samples, selection_data = _training_share(config, data)
     history = TrainHistory(device=str(device), n_train_samples=len(samples))
     started = time.perf_counter()
     log.info("training %s on %d samples, %d items, device %s", model.name, len(samples), data.n_items, device)
 
     earlier_seconds = 0.0  # spent by the runs a checkpoint resumes
     if any(p.requires_grad for p in model.parameters()):
-        earlier_seconds = _select_epochs(model, config, data, samples, history, device, started, on_epoch_end)
+        earlier_seconds = _select_epochs(
+            model, config, selection_data, samples, history, device, started, on_epoch_end
+        )
     else:  # Pop: one "epoch" of validation only
         record = {"epoch": 1.0, **_validate(model, data, config, device)}
         record["seconds"] = record["val_seconds"]
@@ -216,7 +226,7 @@ def refit(config: TrainConfig, data: SequenceData, history: TrainHistory) -> Seq
     merged = data.with_valid_in_train()
     seed_everything(config.seed)
     model = _initial_model(config, merged, device)
-    samples = train_samples(merged, config.max_train_samples, config.seed)
+    samples, _ = _training_share(config, merged)
     history.refit_samples = len(samples)
     if not any(p.requires_grad for p in model.parameters()):  # Pop: its counts now include valid targets
         return model.eval()
@@ -227,6 +237,16 @@ def refit(config: TrainConfig, data: SequenceData, history: TrainHistory) -> Seq
         history.refit_epochs = epoch
         log.info("refit epoch %d: train_loss %.5f", epoch, loss)
     return model.eval()
+
+
+def _training_share(config: TrainConfig, data: SequenceData) -> tuple[TargetSet, SequenceData]:
+    """The samples to train on and the data to validate on: all of them, or a warm night's share."""
+    samples = train_samples(data, config.max_train_samples, config.seed)
+    if config.warm_trained_upto is None:
+        return samples, data
+    upto = np.load(config.warm_trained_upto)
+    focused = incremental_samples(samples, upto, config.replay_fraction, config.seed)
+    return focused, with_unlearned_valid(data, upto) if "valid" in data.splits else data
 
 
 def _initial_model(config: TrainConfig, data: SequenceData, device: torch.device) -> SequentialRecommender:

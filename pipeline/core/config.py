@@ -168,6 +168,14 @@ class Settings(BaseSettings):
         5, ge=1, description="epoch cap of a warm night's selection run (its refit reuses the best count)"
     )
     warm_patience: int = Field(2, ge=1, description="early-stopping patience of a warm night")
+    warm_replay_fraction: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="a warm night trains on the samples the champion has not learned plus this seeded share "
+        "of those it has (each epoch then costs about this share of a cold one); it validates on the valid "
+        "targets the champion has not learned",
+    )
     full_retrain_every_days: int = Field(
         7,
         ge=0,

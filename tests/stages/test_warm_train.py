@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from mlflow.tracking import MlflowClient
 
+from mmsr_model.incremental import incremental_samples, trained_upto
 from pipeline.core.config import Settings
 from pipeline.serving.registry import setup_mlflow
 from pipeline.stages.train.config import train_config
@@ -64,6 +65,17 @@ def test_a_grown_night_trains_warm_from_the_champion_and_tags_the_run(night_0: t
     assert (report.warm_start, report.warm_start_from) == ("warm", 1)
     assert report.epochs <= 2 and report.refit_epochs == report.best_epoch
     assert report.samples_processed > 0 and report.promotion is not None  # the gate still decides
+    # the champion's run says what it learned; tonight steps through what it did not, plus a replay
+    tonight, _ = load_sequence_data(settings, "tiny")
+    client = MlflowClient(settings.tracking_uri)
+    upto = np.load(client.download_artifacts(cold.run_id, "warm/trained_upto.npy", str(tmp_path)))
+    night_0_data, _ = load_sequence_data(tiny_settings(night_0[0]), "tiny")
+    assert np.array_equal(upto, trained_upto(night_0_data, with_valid=True))
+    share = incremental_samples(tonight.splits["train"], upto, settings.warm_replay_fraction, settings.seed)
+    merged = tonight.with_valid_in_train().splits["train"]
+    refit_share = incremental_samples(merged, upto, settings.warm_replay_fraction, settings.seed)
+    assert report.samples_processed == len(share) * report.epochs + len(refit_share) * report.refit_epochs
+    assert len(refit_share) < 0.5 * len(merged)
     tags = MlflowClient(settings.tracking_uri).get_run(report.run_id).data.tags
     assert tags["warm_start"] == "warm" and tags["warm_start_from_version"] == "1"
     assert tags["full_retrain_date"] == NIGHT_0.isoformat()  # the chain's cold night, for the schedule
@@ -85,6 +97,16 @@ def _move_centres(settings: Settings) -> None:
     write_centres(codes, "text", np.random.default_rng(7).normal(size=(4, 8)).astype(np.float32))
 
 
+def _drop_trained_upto(settings: Settings) -> None:
+    """The champion's warm artifacts, as a retried task finds them downloaded, without trained_upto.npy."""
+    client = MlflowClient(settings.tracking_uri)
+    run_id = client.get_model_version("mmsr-tiny", "1").run_id
+    folder = settings.dataset_dir("tiny") / "checkpoints" / "warm"
+    folder.mkdir(parents=True)
+    Path(client.download_artifacts(run_id, "warm", str(folder))).rename(folder / "v1")
+    (folder / "v1" / "trained_upto.npy").unlink()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("change", "overrides", "days", "reason"),
@@ -94,6 +116,7 @@ def _move_centres(settings: Settings) -> None:
         (None, {"model": {"hidden_size": 8}}, 1, "mmsr hyper-parameters differ"),
         (_renumber, {}, 1, "item_index.parquet: today's ids renumber"),
         (_move_centres, {}, 1, "text code centres differ from the champion's (codes were rebuilt)"),
+        (_drop_trained_upto, {}, 1, "champion v1's run has no trained_upto.npy"),
     ],
 )
 def test_each_failed_check_falls_back_to_cold_with_its_reason(

@@ -33,6 +33,7 @@ from mmsr_model.base import SequentialRecommender
 from mmsr_model.data import SequenceData
 from mmsr_model.distributed import describe, from_main, is_main
 from mmsr_model.evaluation import evaluate
+from mmsr_model.incremental import trained_upto
 from mmsr_model.training import TrainConfig, TrainHistory, train
 from pipeline.core.config import Settings
 from pipeline.serving.registry import log_pyfunc, registered_name, setup_mlflow
@@ -170,6 +171,8 @@ def _model_config(settings: Settings, name: str, plan: WarmPlan, checkpoints: Pa
     return replace(
         config,
         warm_start_from=plan.weights[name],
+        warm_trained_upto=plan.trained_upto,
+        replay_fraction=settings.warm_replay_fraction,
         max_epochs=settings.warm_max_epochs,
         patience=min(config.patience, settings.warm_patience),
     )
@@ -255,7 +258,9 @@ def run_train(
         table = {"mmsr valid": final["valid"], "mmsr test": final["test"]}
         table |= {f"{name} test": metrics for name, metrics in baselines.items()}
         _log_artifacts(settings, dataset, history, table)
-        log_warm_artifacts([model, *baseline_models], settings.dataset_dir(dataset))
+        log_warm_artifacts(
+            [model, *baseline_models], settings.dataset_dir(dataset), trained_upto(data, config.refit)
+        )
         version = log_pyfunc(model, settings.dataset_dir(dataset) / "item_index.parquet", dataset)
     report = TrainReport(
         dataset=dataset,

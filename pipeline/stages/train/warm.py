@@ -4,7 +4,11 @@ A warm night seeds MMSR and every trainable baseline with the weights the champi
 training run saved (its ``warm/`` artifacts), then trains the short schedule
 (``warm_max_epochs``, ``warm_patience``) with early stopping on validation; with
 ``model.refit`` the refit also starts from those weights and runs the selected epoch
-count on train + valid. Pop has no weights: it is counted afresh every night.
+count on train + valid. Both train only on the samples the champion has not learned
+plus a ``warm_replay_fraction`` of the rest, and validation uses only the valid
+targets it has not learned (:mod:`mmsr_model.incremental`; the run's
+``trained_upto.npy`` says what it learned). Pop has no weights: it is counted afresh
+every night.
 
 Warm needs: ``warm_start: auto``; a champion whose run carries the warm artifacts and
 the date of the cold run its chain began with; fewer than ``full_retrain_every_days``
@@ -45,6 +49,8 @@ WARM, COLD = "warm", "cold"
 #: the run artifact folder holding every trainable model's weights and the id maps
 ARTIFACTS = "warm"
 INDEX_FILES = ("user_index.parquet", "item_index.parquet")
+#: per user, one past the last target position the run's models learned (mmsr_model.incremental)
+TRAINED_UPTO = "trained_upto.npy"
 #: the day of the cold run a chain of warm nights started from (the full-retrain clock)
 FULL_RETRAIN_TAG = "full_retrain_date"
 
@@ -62,6 +68,7 @@ class WarmPlan:
     full_retrain_date: date
     champion_version: int | None = None
     weights: dict[str, str] = field(default_factory=dict)  # model name -> local weights file
+    trained_upto: str | None = None  # local copy of the champion run's TRAINED_UPTO
 
     def tags(self) -> dict[str, str]:
         """What the MLflow run records about its start."""
@@ -125,6 +132,8 @@ def _warm_plan(
             shutil.move(str(Path(tmp) / ARTIFACTS), folder)
     for kind, ids in (("user", index.user_ids), ("item", index.item_ids)):
         _check_extends(folder / f"{kind}_index.parquet", f"{kind}_id", ids, version)
+    if not (folder / TRAINED_UPTO).is_file():
+        raise WarmUnavailable(f"champion v{version}'s run has no {TRAINED_UPTO}")
     weights: dict[str, str] = {}
     for name, params in model_params.items():
         fresh = build_model(name, data, **params)
@@ -139,7 +148,8 @@ def _warm_plan(
             raise WarmUnavailable(str(exc)) from exc
         weights[name] = str(path)
     reason = f"from champion v{version}, last full retrain {started}"
-    return WarmPlan(WARM, reason, date.fromisoformat(started), version, weights)
+    upto = str(folder / TRAINED_UPTO)
+    return WarmPlan(WARM, reason, date.fromisoformat(started), version, weights, upto)
 
 
 def _check_extends(path: Path, column: str, today: np.ndarray, version: int) -> None:
@@ -155,13 +165,17 @@ def _check_extends(path: Path, column: str, today: np.ndarray, version: int) -> 
         raise WarmUnavailable(f"{path.name}: today's ids renumber the champion's (id map not append-only)")
 
 
-def log_warm_artifacts(models: Sequence[SequentialRecommender], dataset_dir: Path) -> None:
-    """Save every trainable model and the id maps as this run's ``warm/`` artifacts (the next night's seed).
+def log_warm_artifacts(
+    models: Sequence[SequentialRecommender], dataset_dir: Path, trained_upto: np.ndarray
+) -> None:
+    """Save every trainable model, the id maps and what the models learned (``trained_upto``, per
+    user) as this run's ``warm/`` artifacts (the next night's seed).
 
     The index files are sorted by their idx, so row ``i`` is id ``i``.
     """
     with tempfile.TemporaryDirectory(prefix="mmsr-warm-") as tmp:
         out = Path(tmp)
+        np.save(out / TRAINED_UPTO, trained_upto)
         for model in models:
             if any(p.requires_grad for p in model.parameters()):
                 save_model(model, out / f"{model.name}.pt")
