@@ -216,6 +216,7 @@ def write_results(
         "seed": SEED,
         "share_per_night": SHARE,
         "cold_max_epochs": args.max_epochs,
+        "warm_schedule": _warm_defaults(),
         "threads": os.environ.get("OMP_NUM_THREADS"),
         "machine": platform.machine(),
         "load_avg_before": load_before,
@@ -229,6 +230,30 @@ def write_results(
     log.info("wrote %s", RESULTS / f"{args.out}.md")
 
 
+def _warm_defaults() -> dict[str, Any]:
+    """The warm settings every warm night ran with (their defaults)."""
+    from pipeline.core.config import Settings
+
+    names = ("warm_max_epochs", "warm_patience", "warm_replay_fraction", "full_retrain_every_days")
+    return {name: Settings.model_fields[name].default for name in names}
+
+
+def _summary(payload: dict[str, Any]) -> str:
+    """Mean cost of a warm night against the cold one, and how many stayed within one SE."""
+    pairs = list(zip(payload["arms"]["warm"][1:], payload["arms"]["cold"][1:], strict=True))
+    if not pairs:
+        return "No warm night yet."
+    time_ratio = np.mean([w["train_seconds"] / c["train_seconds"] for w, c in pairs])
+    sample_ratio = np.mean([w["samples_processed"] / c["samples_processed"] for w, c in pairs])
+    within = sum(abs(w["ndcg_at_10"] - c["ndcg_at_10"]) <= c["ndcg_at_10_se"] for w, c in pairs)
+    warm = sum(w["warm_start"] == "warm" for w, _ in pairs)
+    return (
+        f"Over the {len(pairs)} nights after night 0 ({warm} trained warm): a warm night cost "
+        f"{time_ratio:.0%} of the cold night's training time on average ({sample_ratio:.0%} of its "
+        f"samples); its test NDCG@10 was within one SE of the cold model's on {within} of {len(pairs)}."
+    )
+
+
 def render(payload: dict[str, Any]) -> str:
     """The results table: one row per night, warm beside cold, and the two targets."""
     lines = [
@@ -236,13 +261,15 @@ def render(payload: dict[str, Any]) -> str:
         "",
         f"First {payload['sample_users']} Beauty users, {payload['nights']} nights, seed {payload['seed']}, "
         f"{payload['share_per_night']:.0%} of users get their next interaction each night; MMSR + Pop; cold "
-        f"epoch cap {payload['cold_max_epochs']} (warm: the `warm_max_epochs` default); "
-        f"OMP_NUM_THREADS={payload['threads']}. Taken UNDER LOAD: load average "
-        f"{payload['load_avg_before'][0]:.1f} before, {payload['load_avg_after'][0]:.1f} after, on a 2-core "
-        "machine shared with other training runs, so compare epochs and samples (load-independent) before "
-        "seconds. Not a full-Beauty run. Targets: a warm night at most "
+        f"epoch cap {payload['cold_max_epochs']}; warm settings (defaults) "
+        + ", ".join(f"`{k}` {v}" for k, v in payload.get("warm_schedule", {}).items())
+        + f"; OMP_NUM_THREADS={payload['threads']}. Load average {payload['load_avg_before'][0]:.1f} "
+        f"before, {payload['load_avg_after'][0]:.1f} after (2 cores). Samples stepped through are the "
+        "load-independent cost. Targets: a warm night at most "
         f"{TARGET_COST:.0%} of the cold night's training time; its test NDCG@10 within one standard error "
         "of the cold model's.",
+        "",
+        _summary(payload),
         "",
         "| night | new items | arm | start | train s | epochs (+refit) | samples | "
         "NDCG@10 ± SE | HR@10 ± SE | promoted | cost vs cold | NDCG within 1 SE |",
