@@ -15,7 +15,7 @@ The published sequences are used as they are (already 5-core; k-core off).
 
 Full run (hours on a 2-core CPU; meant for a GPU machine):
     .venv/bin/python benchmarks/quality.py --device cuda
-Build the data here, train elsewhere (a GPU machine needs only torch, torch_geometric and
+Build the data here, train elsewhere (a GPU machine needs only torch, numpy and
 pydantic-settings, not DuckDB, MLflow or the text encoder):
     .venv/bin/python benchmarks/quality.py --prepared prep --models pop --max-epochs 1   # writes prep/*.npz
     python benchmarks/quality.py --prepared prep --device cuda --models mmsr-sync --ablations none

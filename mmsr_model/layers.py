@@ -1,8 +1,8 @@
 """The HAN-GNN layer: homogeneous and heterogeneous attention fused through an update gate.
 
 Everything is sparse: one logit per edge by SDDMM, a segment softmax over each
-destination's incoming edges (``torch_geometric.utils.softmax``, in float32 so
-autocast cannot overflow it) and the weighted sum of values by SpMM (see
+destination's incoming edges (:func:`mmsr_model.sparse.segment_softmax`, in
+float32 so autocast cannot overflow it) and the weighted sum of values by SpMM (see
 :mod:`mmsr_model.sparse`). Nodes are ordered type-major (see
 :class:`mmsr_model.graph.GraphBatch`), so the type-specific W_Q/W_K/W_V are three
 matrix products on slices.
@@ -16,11 +16,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch_geometric.utils import softmax as segment_softmax
 
 from mmsr_model.config import MMSRArchitecture
 from mmsr_model.graph import HOMO_RELATIONS, NODE_TYPES, GraphBatch
-from mmsr_model.sparse import Pattern, sddmm, spmm
+from mmsr_model.sparse import Pattern, sddmm, segment_softmax, spmm
 
 
 class TypedLinear(nn.Module):
@@ -81,7 +80,7 @@ def _aggregate(
     logits: torch.Tensor, values: torch.Tensor, edges: AttentionEdges, dropout: nn.Dropout
 ) -> torch.Tensor:
     """Softmax of ``logits`` over each destination's incoming edges, then sum of weighted values."""
-    alpha = dropout(segment_softmax(logits.float(), edges.dst, num_nodes=edges.n_dst))
+    alpha = dropout(segment_softmax(logits.float(), edges.dst, edges.n_dst))
     return spmm(edges.agg, alpha, values)
 
 

@@ -135,3 +135,17 @@ def sddmm(pattern: Pattern, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         if use_gathers(a):
             return (a[pattern.row] * b[pattern.col]).sum(-1)
         return _SDDMM.apply(a, b, pattern)
+
+
+def segment_softmax(logits: torch.Tensor, segments: torch.Tensor, n_segments: int) -> torch.Tensor:
+    """Softmax of ``logits`` within each segment (``segments[e]``: the segment of entry ``e``).
+
+    The segment maximum is subtracted first (detached: the shift cancels, so it needs no
+    gradient), and 1e-16 guards an all-underflow segment; the operations are those of
+    ``torch_geometric.utils.softmax``, whose results the tests compare bit for bit.
+    """
+    peak = logits.new_zeros(n_segments)
+    peak.scatter_reduce_(0, segments, logits.detach(), "amax", include_self=False)
+    scores = (logits - peak.index_select(0, segments)).exp()
+    total = scores.new_zeros(n_segments).scatter_add_(0, segments, scores) + 1e-16
+    return scores / total.index_select(0, segments)

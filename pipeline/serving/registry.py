@@ -93,7 +93,7 @@ def _requirements() -> list[str]:
     from importlib.metadata import version
 
     return [
-        f"{p}=={version(p)}" for p in ("mlflow", "torch", "torch-geometric", "numpy", "pandas", "pyarrow")
+        f"{p}=={version(p)}" for p in ("mlflow", "torch", "numpy", "pandas", "pyarrow")
     ]
 
 

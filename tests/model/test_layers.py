@@ -11,7 +11,7 @@ from mmsr_model import sparse
 from mmsr_model.config import MMSRConfig
 from mmsr_model.graph import GraphBatch
 from mmsr_model.layers import HANLayer
-from mmsr_model.sparse import Pattern, sddmm, spmm
+from mmsr_model.sparse import Pattern, sddmm, segment_softmax, spmm
 
 DIM = 16
 
@@ -191,6 +191,21 @@ def test_sparse_kernels_match_gather_reference_with_gradients(
     ref = torch.autograd.grad((ref_logits.sin().sum() + ref_out.square().sum()), (a, b, w))
     for got, want in zip(grads, ref, strict=True):
         torch.testing.assert_close(got, want)
+
+
+def test_segment_softmax_equals_torch_geometric_bit_for_bit_with_gradients() -> None:
+    """The reference is PyG's softmax (a dev dependency); segments 3 and 9 have no entry."""
+    reference = pytest.importorskip("torch_geometric.utils").softmax
+    g = torch.Generator().manual_seed(0)
+    segments = torch.randint(0, 10, (200,), generator=g)
+    segments = segments[(segments != 3) & (segments != 9)]
+    logits = (20 * torch.randn(len(segments), generator=g)).requires_grad_()
+    ours, theirs = segment_softmax(logits, segments, 10), reference(logits, segments, num_nodes=10)
+    assert torch.equal(ours, theirs)
+    sums = torch.zeros(10).index_add_(0, segments, ours.detach())
+    torch.testing.assert_close(sums[sums > 0], torch.ones(8))
+    weights = torch.randn(len(segments), generator=g)
+    assert torch.equal(*(torch.autograd.grad((out * weights).sum(), logits)[0] for out in (ours, theirs)))
 
 
 @pytest.mark.parametrize("homogeneous_values", ["states", "projected"])
