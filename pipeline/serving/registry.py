@@ -92,9 +92,17 @@ def _requirements() -> list[str]:
     """Pin what the wrapper imports (skips MLflow's slow requirement inference)."""
     from importlib.metadata import version
 
-    return [
-        f"{p}=={version(p)}" for p in ("mlflow", "torch", "numpy", "pandas", "pyarrow")
-    ]
+    return [f"{p}=={version(p)}" for p in ("mlflow", "torch", "numpy", "pandas", "pyarrow")]
+
+
+def load_registered(model_uri: str) -> mlflow.pyfunc.PyFuncModel:
+    """A registered version's pyfunc, without MLflow's requirement check.
+
+    That check compares the version's pinned requirements (:func:`_requirements`) with every
+    installed distribution, a scan of site-packages that costs seconds per load; every
+    stage runs from the one installation (image) that trained and logged the model.
+    """
+    return mlflow.pyfunc.load_model(model_uri, suppress_warnings=True)
 
 
 def current_champion(client: MlflowClient, dataset: str) -> int | None:

@@ -14,7 +14,6 @@ import logging
 import re
 from dataclasses import asdict, dataclass
 
-import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
@@ -24,7 +23,14 @@ from mmsr_model.data import SequenceData
 from mmsr_model.metrics import metrics_from_ranks
 from pipeline.core.config import METRIC_PATTERN, Settings
 from pipeline.core.errors import PipelineError
-from pipeline.serving.registry import CHALLENGER, CHAMPION, current_champion, registered_name, setup_mlflow
+from pipeline.serving.registry import (
+    CHALLENGER,
+    CHAMPION,
+    current_champion,
+    load_registered,
+    registered_name,
+    setup_mlflow,
+)
 from pipeline.warehouse.dataset import DatasetIndex, load_sequence_data
 from pipeline.warehouse.model_runs import upsert_model_run
 
@@ -48,7 +54,7 @@ def evaluate_version(
     if len(targets) == 0:
         raise PipelineError(f"dataset {index.dataset!r} has no {split!r} samples to compare models on")
     k = metric_k(metric)
-    pyfunc = mlflow.pyfunc.load_model(model_uri)
+    pyfunc = load_registered(model_uri)
     histories = [
         index.item_ids[h].tolist() for h in data.histories(targets, max_len=max(map(len, data.sequences)))
     ]

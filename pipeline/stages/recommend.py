@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 
-import mlflow
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -25,7 +24,7 @@ from tqdm.auto import tqdm
 from pipeline.core.config import Settings
 from pipeline.core.errors import PipelineError
 from pipeline.core.io import fresh_staging_dir, publish_folder
-from pipeline.serving.registry import current_champion, registered_name, setup_mlflow
+from pipeline.serving.registry import current_champion, load_registered, registered_name, setup_mlflow
 from pipeline.warehouse.dataset import load_histories
 
 if TYPE_CHECKING:
@@ -107,7 +106,7 @@ def _load_champion(settings: Settings, dataset: str) -> tuple[Any, int]:
             f"no champion model for {registered_name(dataset)!r} in {settings.tracking_uri}: "
             f"run `mmsr train --dataset {dataset}` first"
         )
-    wrapper = mlflow.pyfunc.load_model(f"models:/{registered_name(dataset)}/{version}").unwrap_python_model()
+    wrapper = load_registered(f"models:/{registered_name(dataset)}/{version}").unwrap_python_model()
     return wrapper, version
 
 
