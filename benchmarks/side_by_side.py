@@ -151,9 +151,14 @@ def write(result: dict[str, Any], rows: list[dict[str, Any]]) -> None:
         "",
         f"Baseline `{result['trees']['baseline']}` against this checkout, alternating, "
         f"{result['options']['rounds']} round(s), medians; torch threads {result['options']['threads']}, "
-        f"seed {result['options']['seed']}. **Taken under load**: other jobs share the 2 CPU cores "
-        f"(1-minute load average {min(loads):.1f}-{max(loads):.1f}), so absolute figures are pessimistic; "
-        "the ratios compare runs under the same load.",
+        f"seed {result['options']['seed']}. 1-minute load average {min(loads):.1f}-{max(loads):.1f} "
+        f"on {os.cpu_count()} CPU cores: "
+        + (
+            "quiet (no other job beside the benchmark's own process)."
+            if max(loads) < int(result["options"]["threads"]) + 1
+            else "**taken under load**, other jobs shared the cores, so absolute figures are pessimistic; "
+            "the ratios compare runs under the same load."
+        ),
         "",
         "| figure | baseline | this | ratio |",
         "|---|---|---|---|",
