@@ -1,9 +1,9 @@
-"""Night-by-night replay: warm start from the champion against cold training, on Beauty.
+"""Night-by-night replay: warm start from the champion against cold training, on Beauty or Sports.
 
-Beauty (``sequences/beauty``) is revealed over ``--nights`` simulated nights. A seeded
-25% of the users is drawn for every night after the first; each drawn user's
-sequence is held back by one interaction per draw, and night ``n`` reveals the
-interactions of the users drawn for night ``n`` (items seen for the first time are
+A sequence set (``sequences/beauty`` or ``sequences/sports``, ``--dataset``) is revealed
+over ``--nights`` simulated nights. A seeded 25% of the users is drawn for every night
+after the first; each drawn user's sequence is held back by one interaction per draw,
+and night ``n`` reveals the interactions of the users drawn for night ``n`` (items seen for the first time are
 the night's new items). Night 0 is the cold start that creates the champion.
 
 Every night runs the real stages on ``MMSR_HOME``-style folders: extract (k-core off:
@@ -19,7 +19,7 @@ arm: MMSR train wall time (selection + refit), epochs and training samples stepp
 through (load-independent), test NDCG@10 / HR@10 on that night's split with their
 standard errors (per-user values of the registered model), and promotion.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/nightly_replay.py --sample 1000 --max-epochs 12
+    OMP_NUM_THREADS=1 python benchmarks/nightly_replay.py [--dataset sports] --sample 1000 --max-epochs 15
 """
 
 from __future__ import annotations
@@ -40,18 +40,18 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("MMSR_SHARED_DATA", ROOT.parent / "shared" / "data")) / "sequences" / "beauty"
+SEQUENCES = Path(os.environ.get("MMSR_SHARED_DATA", ROOT.parent / "shared" / "data")) / "sequences"
 RESULTS = ROOT / "benchmarks" / "results"
-DATASET, SEED, SHARE = "beauty", 2023, 0.25
+SEED, SHARE = 2023, 0.25
 NIGHT_0 = date(2026, 1, 1)
 TARGET_COST, K = 0.30, 10
 
 log = logging.getLogger("benchmarks.nightly_replay")
 
 
-def read_sequences(sample: int | None) -> list[list[str]]:
+def read_sequences(dataset: str, sample: int | None) -> list[list[str]]:
     """``[user, item, item, ...]`` lines of the first ``sample`` users (all when None)."""
-    with gzip.open(DATA / "user_sequence.txt.gz", "rt", encoding="utf-8") as fh:
+    with gzip.open(SEQUENCES / dataset / "user_sequence.txt.gz", "rt", encoding="utf-8") as fh:
         rows = [line.split() for line in fh if line.strip()]
     return rows[:sample] if sample else rows
 
@@ -95,7 +95,7 @@ def _settings(home: Path, warm: bool, max_epochs: int | None) -> Any:
     )
 
 
-def _test_errors(settings: Any, run_id: str) -> dict[str, float]:
+def _test_errors(settings: Any, dataset: str, run_id: str) -> dict[str, float]:
     """NDCG@10 and HR@10 of the run's MMSR on the test split, with standard errors over users."""
     import mlflow
 
@@ -103,7 +103,7 @@ def _test_errors(settings: Any, run_id: str) -> dict[str, float]:
     from mmsr_model.persistence import load_model
     from pipeline.warehouse.dataset import load_sequence_data
 
-    data, _ = load_sequence_data(settings, DATASET)
+    data, _ = load_sequence_data(settings, dataset)
     with tempfile.TemporaryDirectory() as tmp:
         path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="warm/mmsr.pt", dst_path=tmp)
         model = load_model(path)
@@ -120,25 +120,27 @@ def _test_errors(settings: Any, run_id: str) -> dict[str, float]:
     }
 
 
-def run_night(settings: Any, reviews: Path, run_date: date, embeddings_from: Path | None) -> dict[str, Any]:
-    """The real stages for one night; returns the figures of the night."""
+def run_night(
+    settings: Any, dataset: str, reviews: Path, run_date: date, embeddings_from: Path | None
+) -> dict[str, Any]:
+    """The real stages for one night of ``dataset``; returns the figures of the night."""
     from pipeline.stages.codes import run_codes
     from pipeline.stages.embed import run_embed
     from pipeline.stages.extract import run_extract
     from pipeline.stages.train.run import run_train
 
-    extract = run_extract(settings, DATASET, "sequences", reviews, DATA / "item_text.txt.gz")
+    extract = run_extract(settings, dataset, "sequences", reviews, SEQUENCES / dataset / "item_text.txt.gz")
     embed_s = 0.0
     if embeddings_from is None:
         started = time.perf_counter()
-        run_embed(settings, DATASET, "text")
+        run_embed(settings, dataset, "text")
         embed_s = time.perf_counter() - started
     else:
-        target = settings.dataset_dir(DATASET) / "embeddings"
+        target = settings.dataset_dir(dataset) / "embeddings"
         shutil.rmtree(target, ignore_errors=True)
         shutil.copytree(embeddings_from, target)
-    codes = run_codes(settings, DATASET, run_date)
-    report = run_train(settings, DATASET, promote=True, run_date=run_date)
+    codes = run_codes(settings, dataset, run_date)
+    report = run_train(settings, dataset, promote=True, run_date=run_date)
     promotion = report.promotion or {}
     return {
         "run_date": run_date.isoformat(),
@@ -156,7 +158,7 @@ def run_night(settings: Any, reviews: Path, run_date: date, embeddings_from: Pat
         "model_version": report.model_version,
         "promoted": bool(promotion.get("promoted")),
         "load_avg_after": os.getloadavg()[0],
-        **_test_errors(settings, report.run_id),
+        **_test_errors(settings, dataset, report.run_id),
     }
 
 
@@ -166,9 +168,12 @@ def main() -> None:
     parser.add_argument("--max-epochs", type=int, default=None, help="cap on a cold night's epochs")
     parser.add_argument("--nights", type=int, default=5)
     parser.add_argument("--home", type=Path, default=None, help="work folder (default: a temporary one)")
-    parser.add_argument("--out", default="nightly_replay")
+    parser.add_argument("--dataset", choices=["beauty", "sports"], default="beauty", help="sequence set")
+    parser.add_argument("--out", default=None, help="results name (default: nightly_replay[_sports])")
     parser.add_argument("--render-only", action="store_true", help="rewrite the .md from the .json")
     args = parser.parse_args()
+    if args.out is None:
+        args.out = "nightly_replay" if args.dataset == "beauty" else f"nightly_replay_{args.dataset}"
     if args.render_only:
         payload = json.loads((RESULTS / f"{args.out}.json").read_text(encoding="utf-8"))
         (RESULTS / f"{args.out}.md").write_text(render(payload), encoding="utf-8")
@@ -176,7 +181,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     os.environ.setdefault("TQDM_DISABLE", "1")
     work = args.home or Path(tempfile.mkdtemp(prefix="mmsr-replay-"))
-    rows = read_sequences(args.sample)
+    rows = read_sequences(args.dataset, args.sample)
     drawn = reveal_plan(np.array([len(r) - 1 for r in rows]), args.nights, SEED)
     homes = {"warm": work / "warm", "cold": work / "cold"}
     results: dict[str, list[dict[str, Any]]] = {"warm": [], "cold": []}
@@ -186,7 +191,8 @@ def main() -> None:
         reviews = work / "raw" / f"night{night}" / "user_sequence.txt"
         write_night(rows, drawn, night, reviews)
         run_date = NIGHT_0 + timedelta(days=night)
-        warm = run_night(_settings(homes["warm"], True, args.max_epochs), reviews, run_date, None)
+        warm_settings = _settings(homes["warm"], True, args.max_epochs)
+        warm = run_night(warm_settings, args.dataset, reviews, run_date, None)
         results["warm"].append(warm)
         log.info("night %d warm: %s", night, warm)
         if night == 0:  # the same cold run starts both arms
@@ -194,8 +200,9 @@ def main() -> None:
             results["cold"].append(dict(warm))
             write_results(args, len(rows), load_before, started, results)
             continue
-        embeddings = homes["warm"] / "warehouse" / DATASET / "embeddings"
-        cold = run_night(_settings(homes["cold"], False, args.max_epochs), reviews, run_date, embeddings)
+        embeddings = warm_settings.dataset_dir(args.dataset) / "embeddings"
+        cold_settings = _settings(homes["cold"], False, args.max_epochs)
+        cold = run_night(cold_settings, args.dataset, reviews, run_date, embeddings)
         results["cold"].append(cold)
         log.info("night %d cold: %s", night, cold)
         write_results(args, len(rows), load_before, started, results)
@@ -210,7 +217,7 @@ def write_results(
 ) -> None:
     """Both files, rewritten after every night so an interrupted replay keeps its nights."""
     payload = {
-        "dataset": "beauty (sequences)",
+        "dataset": args.dataset,
         "sample_users": args.sample or users,
         "nights": args.nights,
         "seed": SEED,
@@ -247,19 +254,22 @@ def _summary(payload: dict[str, Any]) -> str:
     sample_ratio = np.mean([w["samples_processed"] / c["samples_processed"] for w, c in pairs])
     within = sum(abs(w["ndcg_at_10"] - c["ndcg_at_10"]) <= c["ndcg_at_10_se"] for w, c in pairs)
     warm = sum(w["warm_start"] == "warm" for w, _ in pairs)
+    mean_warm, mean_cold = (np.mean([pair[arm]["ndcg_at_10"] for pair in pairs]) for arm in (0, 1))
     return (
         f"Over the {len(pairs)} nights after night 0 ({warm} trained warm): a warm night cost "
         f"{time_ratio:.0%} of the cold night's training time on average ({sample_ratio:.0%} of its "
-        f"samples); its test NDCG@10 was within one SE of the cold model's on {within} of {len(pairs)}."
+        f"samples); its test NDCG@10 was within one SE of the cold model's on {within} of {len(pairs)}. "
+        f"Mean test NDCG@10 over those nights: warm {mean_warm:.4f}, cold {mean_cold:.4f}."
     )
 
 
 def render(payload: dict[str, Any]) -> str:
     """The results table: one row per night, warm beside cold, and the two targets."""
+    name = payload["dataset"].split()[0].capitalize()
     lines = [
-        "# Nightly replay: warm start against cold training (Beauty)",
+        f"# Nightly replay: warm start against cold training ({name})",
         "",
-        f"First {payload['sample_users']} Beauty users, {payload['nights']} nights, seed {payload['seed']}, "
+        f"First {payload['sample_users']} {name} users, {payload['nights']} nights, seed {payload['seed']}, "
         f"{payload['share_per_night']:.0%} of users get their next interaction each night; MMSR + Pop; cold "
         f"epoch cap {payload['cold_max_epochs']}; warm settings (defaults) "
         + ", ".join(f"`{k}` {v}" for k, v in payload.get("warm_schedule", {}).items())
