@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from mmsr_model.incremental import incremental_samples, trained_upto
 from pipeline.core.config import Settings
-from pipeline.serving.registry import setup_mlflow
+from pipeline.serving.registry import registered_name, setup_mlflow
 from pipeline.stages.train.config import train_config
 from pipeline.stages.train.run import TrainReport, run_train
 from pipeline.stages.train.warm import plan_warm_start
@@ -100,7 +100,7 @@ def _move_centres(settings: Settings) -> None:
 def _drop_trained_upto(settings: Settings) -> None:
     """The champion's warm artifacts, as a retried task finds them downloaded, without trained_upto.npy."""
     client = MlflowClient(settings.tracking_uri)
-    run_id = client.get_model_version("mmsr-tiny", "1").run_id
+    run_id = client.get_model_version(registered_name("tiny"), "1").run_id
     folder = settings.dataset_dir("tiny") / "checkpoints" / "warm"
     folder.mkdir(parents=True)
     Path(client.download_artifacts(run_id, "warm", str(folder))).rename(folder / "v1")
