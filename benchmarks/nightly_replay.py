@@ -3,8 +3,8 @@
 A sequence set (``sequences/beauty`` or ``sequences/sports``, ``--dataset``) is revealed
 over ``--nights`` simulated nights. A seeded 25% of the users is drawn for every night
 after the first; each drawn user's sequence is held back by one interaction per draw,
-and night ``n`` reveals the interactions of the users drawn for night ``n`` (items seen for the first time are
-the night's new items). Night 0 is the cold start that creates the champion.
+and night ``n`` reveals the interactions of the users drawn for night ``n`` (items seen
+for the first time are the night's new items). Night 0 is the cold start that creates the champion.
 
 Every night runs the real stages on ``MMSR_HOME``-style folders: extract (k-core off:
 the sample is not a core), embed text (the packaged MiniLM; incremental, so only new
