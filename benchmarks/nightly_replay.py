@@ -11,10 +11,14 @@ the sample is not a core), embed text (the packaged MiniLM; incremental, so only
 items embed), codes, train (MMSR + Pop) and the promotion gate. Two arms:
 
 - warm: ``warm_start: auto`` (codes keep their centres, train seeds from the champion);
+  ``--warm-arm NAME:SETTING=VALUE,...`` adds warm arms with other warm settings (each
+  its own home and champion chain), for choosing those settings;
 - cold: ``warm_start: never`` (codes re-clustered, every model from random weights).
 
-Night 0 is trained once and copied into both arms (it is the same cold run). The cold
-arm reuses the warm arm's embeddings (the same items and texts). Reported per night and
+Night 0 is trained once and copied into every arm (it is the same cold run). The other
+arms reuse the first arm's embeddings (the same items and texts). ``--offset`` skips the
+first users: warm settings are chosen on one population (``--offset 3000``) and reported
+on another, so that the reported nights never chose anything. Reported per night and
 arm: MMSR train wall time (selection + refit), epochs and training samples stepped
 through (load-independent), test NDCG@10 / HR@10 on that night's split with their
 standard errors (per-user values of the registered model), and promotion.
@@ -49,11 +53,25 @@ TARGET_COST, K = 0.30, 10
 log = logging.getLogger("benchmarks.nightly_replay")
 
 
-def read_sequences(dataset: str, sample: int | None) -> list[list[str]]:
-    """``[user, item, item, ...]`` lines of the first ``sample`` users (all when None)."""
+def read_sequences(dataset: str, sample: int | None, offset: int = 0) -> list[list[str]]:
+    """``[user, item, item, ...]`` lines of ``sample`` users after the first ``offset`` (all when None)."""
     with gzip.open(SEQUENCES / dataset / "user_sequence.txt.gz", "rt", encoding="utf-8") as fh:
-        rows = [line.split() for line in fh if line.strip()]
+        rows = [line.split() for line in fh if line.strip()][offset:]
     return rows[:sample] if sample else rows
+
+
+def parse_arm(spec: str) -> tuple[str, dict[str, Any]]:
+    """``NAME:warm_lr_scale=0.3,warm_replay_fraction=0.5`` as the arm's name and its warm settings."""
+    name, _, assignments = spec.partition(":")
+    if not name or name == "cold":
+        raise argparse.ArgumentTypeError(f"--warm-arm {spec!r}: give the arm a name other than 'cold'")
+    overrides = {}
+    for assignment in filter(None, assignments.split(",")):
+        key, sep, value = assignment.partition("=")
+        if not sep or not key.startswith("warm_"):
+            raise argparse.ArgumentTypeError(f"--warm-arm {spec!r}: {assignment!r} is not warm_SETTING=VALUE")
+        overrides[key] = json.loads(value)
+    return name, overrides
 
 
 def reveal_plan(lengths: np.ndarray, nights: int, seed: int) -> np.ndarray:
@@ -79,7 +97,7 @@ def write_night(rows: list[list[str]], drawn: np.ndarray, night: int, path: Path
             fh.write(" ".join(row[: len(row) - hold]) + "\n")
 
 
-def _settings(home: Path, warm: bool, max_epochs: int | None) -> Any:
+def _settings(home: Path, warm: bool, max_epochs: int | None, overrides: dict[str, Any] | None = None) -> Any:
     from pipeline.core.config import Settings
 
     model: dict[str, Any] = {"device": "cpu"}
@@ -92,6 +110,7 @@ def _settings(home: Path, warm: bool, max_epochs: int | None) -> Any:
         warm_start="auto" if warm else "never",
         image_download=False,
         model=model,
+        **(overrides or {}),
     )
 
 
@@ -164,11 +183,20 @@ def run_night(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sample", type=int, default=None, help="first N users (default: all)")
+    parser.add_argument("--sample", type=int, default=None, help="N users after --offset (default: all)")
+    parser.add_argument("--offset", type=int, default=0, help="skip the first N users (dev population)")
     parser.add_argument("--max-epochs", type=int, default=None, help="cap on a cold night's epochs")
     parser.add_argument("--nights", type=int, default=5)
     parser.add_argument("--home", type=Path, default=None, help="work folder (default: a temporary one)")
     parser.add_argument("--dataset", choices=["beauty", "sports"], default="beauty", help="sequence set")
+    parser.add_argument(
+        "--warm-arm",
+        type=parse_arm,
+        action="append",
+        default=None,
+        metavar="NAME:warm_SETTING=VALUE,...",
+        help="a warm arm with these warm settings (repeatable; default: one arm 'warm' with the defaults)",
+    )
     parser.add_argument("--out", default=None, help="results name (default: nightly_replay[_sports])")
     parser.add_argument("--render-only", action="store_true", help="rewrite the .md from the .json")
     args = parser.parse_args()
@@ -181,36 +209,36 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     os.environ.setdefault("TQDM_DISABLE", "1")
     work = args.home or Path(tempfile.mkdtemp(prefix="mmsr-replay-"))
-    rows = read_sequences(args.dataset, args.sample)
+    warm_arms = dict(args.warm_arm or [("warm", {})])
+    rows = read_sequences(args.dataset, args.sample, args.offset)
     drawn = reveal_plan(np.array([len(r) - 1 for r in rows]), args.nights, SEED)
-    homes = {"warm": work / "warm", "cold": work / "cold"}
-    results: dict[str, list[dict[str, Any]]] = {"warm": [], "cold": []}
+    arms = [*warm_arms, "cold"]
+    homes = {arm: work / arm for arm in arms}
+    results: dict[str, list[dict[str, Any]]] = {arm: [] for arm in arms}
     load_before = os.getloadavg()
     started = time.perf_counter()
     for night in range(args.nights):
         reviews = work / "raw" / f"night{night}" / "user_sequence.txt"
         write_night(rows, drawn, night, reviews)
         run_date = NIGHT_0 + timedelta(days=night)
-        warm_settings = _settings(homes["warm"], True, args.max_epochs)
-        warm = run_night(warm_settings, args.dataset, reviews, run_date, None)
-        results["warm"].append(warm)
-        log.info("night %d warm: %s", night, warm)
-        if night == 0:  # the same cold run starts both arms
-            shutil.copytree(homes["warm"], homes["cold"])
-            results["cold"].append(dict(warm))
-            write_results(args, len(rows), load_before, started, results)
-            continue
-        embeddings = warm_settings.dataset_dir(args.dataset) / "embeddings"
-        cold_settings = _settings(homes["cold"], False, args.max_epochs)
-        cold = run_night(cold_settings, args.dataset, reviews, run_date, embeddings)
-        results["cold"].append(cold)
-        log.info("night %d cold: %s", night, cold)
-        write_results(args, len(rows), load_before, started, results)
+        embeddings = None
+        for arm in arms:
+            settings = _settings(homes[arm], arm != "cold", args.max_epochs, warm_arms.get(arm))
+            if night == 0 and arm != arms[0]:  # the same cold run starts every arm
+                shutil.copytree(homes[arms[0]], homes[arm])
+                results[arm].append(dict(results[arms[0]][0]))
+                continue
+            row = run_night(settings, args.dataset, reviews, run_date, embeddings)
+            embeddings = embeddings or settings.dataset_dir(args.dataset) / "embeddings"
+            results[arm].append(row)
+            log.info("night %d %s: %s", night, arm, row)
+        write_results(args, len(rows), warm_arms, load_before, started, results)
 
 
 def write_results(
     args: argparse.Namespace,
     users: int,
+    warm_arms: dict[str, dict[str, Any]],
     load_before: tuple[float, float, float],
     started: float,
     results: dict[str, list[dict[str, Any]]],
@@ -219,11 +247,12 @@ def write_results(
     payload = {
         "dataset": args.dataset,
         "sample_users": args.sample or users,
+        "offset": args.offset,
         "nights": args.nights,
         "seed": SEED,
         "share_per_night": SHARE,
         "cold_max_epochs": args.max_epochs,
-        "warm_schedule": _warm_defaults(),
+        "warm_arms": {arm: _warm_schedule(overrides) for arm, overrides in warm_arms.items()},
         "threads": os.environ.get("OMP_NUM_THREADS"),
         "machine": platform.machine(),
         "load_avg_before": load_before,
@@ -237,26 +266,32 @@ def write_results(
     log.info("wrote %s", RESULTS / f"{args.out}.md")
 
 
-def _warm_defaults() -> dict[str, Any]:
-    """The warm settings every warm night ran with (their defaults)."""
+def _warm_schedule(overrides: dict[str, Any]) -> dict[str, Any]:
+    """The warm settings an arm ran with: the defaults, then its overrides."""
     from pipeline.core.config import Settings
 
-    names = ("warm_max_epochs", "warm_patience", "warm_replay_fraction", "full_retrain_every_days")
-    return {name: Settings.model_fields[name].default for name in names}
+    names = ("warm_max_epochs", "warm_patience", "warm_replay_fraction", "warm_lr_scale")
+    names += ("full_retrain_every_days",)
+    return {name: Settings.model_fields[name].default for name in names} | overrides
 
 
-def _summary(payload: dict[str, Any]) -> str:
-    """Mean cost of a warm night against the cold one, and how many stayed within one SE."""
-    pairs = list(zip(payload["arms"]["warm"][1:], payload["arms"]["cold"][1:], strict=True))
+def _warm_arms(payload: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each warm arm's settings (files written before arms had names hold one, ``warm``)."""
+    return payload.get("warm_arms") or {"warm": payload.get("warm_schedule", {})}
+
+
+def _summary(payload: dict[str, Any], arm: str) -> str:
+    """Mean cost of ``arm``'s warm nights against the cold ones, and how many stayed within one SE."""
+    pairs = list(zip(payload["arms"][arm][1:], payload["arms"]["cold"][1:], strict=False))
     if not pairs:
-        return "No warm night yet."
+        return f"`{arm}`: no warm night yet."
     time_ratio = np.mean([w["train_seconds"] / c["train_seconds"] for w, c in pairs])
     sample_ratio = np.mean([w["samples_processed"] / c["samples_processed"] for w, c in pairs])
     within = sum(abs(w["ndcg_at_10"] - c["ndcg_at_10"]) <= c["ndcg_at_10_se"] for w, c in pairs)
     warm = sum(w["warm_start"] == "warm" for w, _ in pairs)
-    mean_warm, mean_cold = (np.mean([pair[arm]["ndcg_at_10"] for pair in pairs]) for arm in (0, 1))
+    mean_warm, mean_cold = (np.mean([pair[side]["ndcg_at_10"] for pair in pairs]) for side in (0, 1))
     return (
-        f"Over the {len(pairs)} nights after night 0 ({warm} trained warm): a warm night cost "
+        f"`{arm}` over the {len(pairs)} nights after night 0 ({warm} trained warm): a warm night cost "
         f"{time_ratio:.0%} of the cold night's training time on average ({sample_ratio:.0%} of its "
         f"samples); its test NDCG@10 was within one SE of the cold model's on {within} of {len(pairs)}. "
         f"Mean test NDCG@10 over those nights: warm {mean_warm:.4f}, cold {mean_cold:.4f}."
@@ -264,39 +299,48 @@ def _summary(payload: dict[str, Any]) -> str:
 
 
 def render(payload: dict[str, Any]) -> str:
-    """The results table: one row per night, warm beside cold, and the two targets."""
+    """The results table: one row per night and arm, each warm arm beside cold, and the two targets."""
     name = payload["dataset"].split()[0].capitalize()
+    warm_arms = _warm_arms(payload)
+    offset = payload.get("offset", 0)
+    users = payload["sample_users"]
+    population = f"{name} users {offset + 1}-{offset + users}" if offset else f"First {users} {name} users"
     lines = [
         f"# Nightly replay: warm start against cold training ({name})",
         "",
-        f"First {payload['sample_users']} {name} users, {payload['nights']} nights, seed {payload['seed']}, "
+        f"{population}, "
+        f"{payload['nights']} nights, seed {payload['seed']}, "
         f"{payload['share_per_night']:.0%} of users get their next interaction each night; MMSR + Pop; cold "
-        f"epoch cap {payload['cold_max_epochs']}; warm settings (defaults) "
-        + ", ".join(f"`{k}` {v}" for k, v in payload.get("warm_schedule", {}).items())
-        + f"; OMP_NUM_THREADS={payload['threads']}. Load average {payload['load_avg_before'][0]:.1f} "
-        f"before, {payload['load_avg_after'][0]:.1f} after (2 cores). Samples stepped through are the "
-        "load-independent cost. Targets: a warm night at most "
+        f"epoch cap {payload['cold_max_epochs']}; OMP_NUM_THREADS={payload['threads']}. Load average "
+        f"{payload['load_avg_before'][0]:.1f} before, {payload['load_avg_after'][0]:.1f} after (2 cores). "
+        "Samples stepped through are the load-independent cost. Targets: a warm night at most "
         f"{TARGET_COST:.0%} of the cold night's training time; its test NDCG@10 within one standard error "
-        "of the cold model's.",
+        "of the cold model's. Warm arms:",
         "",
-        _summary(payload),
+        *(
+            f"- `{arm}`: " + ", ".join(f"`{key}` {value}" for key, value in schedule.items())
+            for arm, schedule in warm_arms.items()
+        ),
         "",
+        *(line for arm in warm_arms for line in (_summary(payload, arm), "")),
         "| night | new items | arm | start | train s | epochs (+refit) | samples | "
         "NDCG@10 ± SE | HR@10 ± SE | promoted | cost vs cold | NDCG within 1 SE |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for night, (warm, cold) in enumerate(zip(payload["arms"]["warm"], payload["arms"]["cold"], strict=True)):
-        for arm, row in (("warm", warm), ("cold", cold)):
-            if night == 0 and arm == "cold":
+    cold_rows = payload["arms"]["cold"]
+    for night, cold in enumerate(cold_rows):
+        for arm in (*warm_arms, "cold"):
+            if night >= len(payload["arms"][arm]) or (night == 0 and arm != next(iter(warm_arms))):
                 continue
+            row = payload["arms"][arm][night]
             cost = within = ""
-            if night > 0 and arm == "warm":
+            if night > 0 and arm != "cold":
                 cost = f"{row['train_seconds'] / cold['train_seconds']:.0%} time, "
                 cost += f"{row['samples_processed'] / cold['samples_processed']:.0%} samples"
                 gap = abs(row["ndcg_at_10"] - cold["ndcg_at_10"])
                 within = "yes" if gap <= cold["ndcg_at_10_se"] else "no"
             lines.append(
-                f"| {night} | {row['new_items']} | {'both' if night == 0 else arm} | {row['warm_start']} | "
+                f"| {night} | {row['new_items']} | {'all' if night == 0 else arm} | {row['warm_start']} | "
                 f"{row['train_seconds']:.0f} | {row['epochs']} (+{row['refit_epochs']}) | "
                 f"{row['samples_processed']} | {row['ndcg_at_10']:.4f} ± {row['ndcg_at_10_se']:.4f} | "
                 f"{row['hr_at_10']:.4f} ± {row['hr_at_10_se']:.4f} | {'yes' if row['promoted'] else 'no'} | "

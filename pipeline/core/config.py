@@ -176,6 +176,13 @@ class Settings(BaseSettings):
         "of those it has (each epoch then costs about this share of a cold one); it validates on the valid "
         "targets the champion has not learned",
     )
+    warm_lr_scale: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="a warm night's learning rate is model.lr times this: fine-tuning a trained champion on "
+        "a small share of the samples with a fresh optimiser",
+    )
     full_retrain_every_days: int = Field(
         7,
         ge=0,

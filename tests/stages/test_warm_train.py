@@ -17,8 +17,8 @@ from mmsr_model.incremental import incremental_samples, trained_upto
 from pipeline.core.config import Settings
 from pipeline.serving.registry import registered_name, setup_mlflow
 from pipeline.stages.train.config import train_config
-from pipeline.stages.train.run import TrainReport, run_train
-from pipeline.stages.train.warm import plan_warm_start
+from pipeline.stages.train.run import TrainReport, night_config, run_train
+from pipeline.stages.train.warm import WarmPlan, plan_warm_start
 from pipeline.warehouse.codes_table import write_centres
 from pipeline.warehouse.dataset import load_sequence_data
 from tests.tiny_warehouse import tiny_settings, write_tiny_warehouse
@@ -150,3 +150,24 @@ def test_a_shrunk_id_map_or_a_broken_champion_trains_cold_without_crashing(
     report = run_train(settings, "tiny", promote=False, run_date=NIGHT_0 + timedelta(days=1))
     assert report.warm_start == "cold" and "warm start check failed" in report.warm_start_reason
     assert report.epochs > 0
+
+
+def test_a_warm_night_trains_at_the_scaled_learning_rate_on_the_warm_schedule(tmp_path: Path) -> None:
+    settings = _settings(tmp_path, warm_lr_scale=0.25, warm_replay_fraction=0.3)
+    cold = WarmPlan(mode="cold", reason="no champion", full_retrain_date=NIGHT_0)
+    warm = WarmPlan(
+        mode="warm",
+        reason="from champion v1",
+        full_retrain_date=NIGHT_0,
+        champion_version=1,
+        weights={"mmsr": "mmsr.pt"},
+        trained_upto="trained_upto.npy",
+    )
+    base = night_config(settings, "mmsr", cold, tmp_path)
+    tonight = night_config(settings, "mmsr", warm, tmp_path)
+    assert base.warm_start_from is None and base.lr == train_config(settings, "mmsr").lr
+    assert tonight.lr == pytest.approx(0.25 * base.lr)
+    assert (tonight.warm_start_from, tonight.warm_trained_upto) == ("mmsr.pt", "trained_upto.npy")
+    assert (tonight.replay_fraction, tonight.max_epochs, tonight.patience) == (0.3, 2, 1)
+    baseline = night_config(settings, "gru4rec", warm, tmp_path)  # no weights in the plan: cold
+    assert baseline == night_config(settings, "gru4rec", cold, tmp_path)

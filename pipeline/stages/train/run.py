@@ -163,7 +163,7 @@ def _log_artifacts(
         mlflow.log_artifacts(str(root / "codes"), "codebooks")
 
 
-def _model_config(settings: Settings, name: str, plan: WarmPlan, checkpoints: Path) -> TrainConfig:
+def night_config(settings: Settings, name: str, plan: WarmPlan, checkpoints: Path) -> TrainConfig:
     """``name``'s training configuration tonight: the warm schedule when the plan seeds it."""
     config = replace(train_config(settings, name), checkpoint_dir=str(checkpoints))
     if name not in plan.weights:
@@ -173,6 +173,7 @@ def _model_config(settings: Settings, name: str, plan: WarmPlan, checkpoints: Pa
         warm_start_from=plan.weights[name],
         warm_trained_upto=plan.trained_upto,
         replay_fraction=settings.warm_replay_fraction,
+        lr=config.lr * settings.warm_lr_scale,
         max_epochs=settings.warm_max_epochs,
         patience=min(config.patience, settings.warm_patience),
     )
@@ -191,7 +192,7 @@ def _train_baselines(
     models = []
     for name in settings.baselines:
         log.info("training baseline %s", name)
-        config = _model_config(settings, name, plan, checkpoints)
+        config = night_config(settings, name, plan, checkpoints)
         model, _ = train(config, data, on_epoch_end=_epoch_logger(f"{name}_"))
         test = _test_metrics(model, data, config.device)
         mlflow.log_metrics({f"{name}_test_{key}": value for key, value in test.items()})
@@ -204,7 +205,7 @@ def _train_as_worker(settings: Settings, dataset: str, data: SequenceData, plan:
     """A data-parallel rank other than 0: the same training calls as rank 0, nothing logged or written."""
     checkpoints = settings.dataset_dir(dataset) / "checkpoints"
     for name in ("mmsr", *settings.baselines):
-        train(_model_config(settings, name, plan, checkpoints), data)
+        train(night_config(settings, name, plan, checkpoints), data)
     return {"dataset": dataset, "worker": describe()}
 
 
@@ -229,7 +230,7 @@ def run_train(
     if not is_main():
         return _train_as_worker(settings, dataset, data, plan)
     fingerprint = dataset_fingerprint(settings, dataset)
-    config = _model_config(settings, "mmsr", plan, checkpoints)
+    config = night_config(settings, "mmsr", plan, checkpoints)
     started = time.perf_counter()
     with mlflow.start_run(run_name=f"{dataset}-{datetime.now(UTC):%Y%m%dT%H%M%S}") as run:
         mlflow.log_params(flat_params(settings, dataset))
