@@ -113,6 +113,13 @@ class MMSRArchitecture(ModelConfig):
     modality_drop_p: float = Field(
         0.0, ge=0, le=1, description="while training, each item loses each modality's links with this chance"
     )
+    id_drop_p: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="with item_content: while training, each item with content loses its ID embedding (in the"
+        " graph and in the scoring table) with this chance, so that its content alone must place it",
+    )
 
 
 class MMSRConfig(MMSRArchitecture):

@@ -72,7 +72,7 @@ class MMSR(SequentialRecommender):
             config.readout,
             config.modality_drop_p,
         )
-        self.score_scale = config.score_scale
+        self.score_scale, self.id_drop_p = config.score_scale, config.id_drop_p
         codes = config.modality_nodes == "codes"
         content = [m for m in modalities if config.item_content == "add" and m in item_features]
         self._data_kwargs = {
@@ -120,18 +120,24 @@ class MMSR(SequentialRecommender):
             self.register_buffer("id_used", trained, persistent=False)
             self.content_proj = nn.ModuleDict()
             self.content_missing = nn.ParameterDict()
+            has_content = np.zeros(n_items, dtype=bool)
             for m in content:
                 vectors, present = content_vectors(item_features[m], config.content_norm)
+                has_content |= present
                 self.register_buffer(f"content_{m}", torch.from_numpy(vectors), persistent=False)
                 self.register_buffer(f"content_present_{m}", torch.from_numpy(present), persistent=False)
                 self.content_proj[m] = nn.Linear(vectors.shape[1], hidden_size, bias=False)
                 # content vectors have unit norm on average: projected, they start at the ID embeddings' scale
                 nn.init.normal_(self.content_proj[m].weight, std=hidden_size**-0.5)
                 self.content_missing[m] = nn.Parameter(torch.zeros(hidden_size))
+            # items whose ID row training may drop (id_drop_p): those with some content to fall back on
+            self.register_buffer("has_content", torch.from_numpy(has_content), persistent=False)
         self.dropout = nn.Dropout(config.dropout)
         self.readout_dropout = nn.Dropout(config.readout_dropout)
         self._dropped: dict[int, np.ndarray] = {}
         self._train_drop_rng = np.random.default_rng(seed)
+        # its own stream: batches (and their modality drops) are built in a background thread
+        self._id_drop_rng = np.random.default_rng([seed, 1])
 
     def data_kwargs(self) -> dict[str, Any]:
         return self._data_kwargs
@@ -174,7 +180,8 @@ class MMSR(SequentialRecommender):
         )
 
     def random_streams(self) -> dict[str, np.random.Generator]:
-        return {"train_modality_drop": self._train_drop_rng}
+        streams = {"train_modality_drop": self._train_drop_rng}
+        return streams | {"train_id_drop": self._id_drop_rng} if self.id_drop_p > 0 else streams
 
     def warm_start_mismatch(self, source: SequentialRecommender) -> str | None:
         """Code embeddings mean something only against the centres they were trained on."""
@@ -285,6 +292,10 @@ class MMSR(SequentialRecommender):
         if not self.training and self.id_used is not None:  # untrained ID rows out of scoring
             used = self.id_used if ids is None else self.id_used[ids]
             vectors = vectors * used[:, None].to(vectors.dtype)
+        if self.training and self.id_drop_p > 0:  # drawn per item, afresh for the graph and the table
+            dropped = torch.from_numpy(self._id_drop_rng.random(self.n_items) < self.id_drop_p)
+            dropped = dropped.to(vectors.device) & self.has_content
+            vectors = vectors * ~(dropped if ids is None else dropped[ids])[:, None]
         for m, proj in self.content_proj.items():
             content, present = getattr(self, f"content_{m}"), getattr(self, f"content_present_{m}")
             if ids is not None:

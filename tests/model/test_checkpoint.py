@@ -12,10 +12,10 @@ from toy_models import DRIFT_CONFIG, drift_data, train_drift
 from mmsr_model.checkpoint import FORMAT_VERSION, checkpoint_path
 from mmsr_model.training import TrainConfig, TrainHistory, train
 
-# dropout and training-time modality drop make every random stream matter
+# dropout and training-time modality and ID drops make every random stream matter
 MMSR_CONFIG = TrainConfig(
     model="mmsr",
-    model_params={"hidden_size": 16, "dropout": 0.3, "modality_drop_p": 0.3},
+    model_params={"hidden_size": 16, "dropout": 0.3, "modality_drop_p": 0.3, "id_drop_p": 0.3},
     batch_size=32,
     max_epochs=3,
     patience=10,
@@ -35,6 +35,7 @@ def _assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
 
 def test_a_resumed_run_matches_an_uninterrupted_one(tmp_path: Path) -> None:
     data = chain_data(n_users=60, n_items=20, text_codes=6)
+    data.item_features["text"] = np.random.default_rng(1).normal(size=(20, 8))  # content: ID rows drop
     whole_model, whole = train(MMSR_CONFIG, data)
 
     cut = replace(MMSR_CONFIG, checkpoint_dir=str(tmp_path), time_budget_s=0.0)

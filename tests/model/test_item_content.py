@@ -108,3 +108,29 @@ def test_content_vectors_are_centred_and_unit_scaled(norm: str) -> None:
     np.testing.assert_allclose(np.mean(np.linalg.norm(rows, axis=1) ** 2), 1.0, rtol=1e-5)
     if norm == "whiten":
         np.testing.assert_allclose(np.cov(rows.T, bias=True) * 4, np.eye(4), atol=1e-6)
+
+
+def test_id_drop_trains_items_on_their_content_alone_and_leaves_eval_untouched() -> None:
+    data = twin_data()
+    model = mmsr(data, id_drop_p=0.5, cold_items="id_and_content")
+    with torch.no_grad():
+        model.item_emb.weight.add_(1.0)  # no ID row is zero, so a dropped one shows
+        full = model.eval().item_embeddings()
+        content_only = full - model.item_emb.weight
+        table = model.train().item_embeddings()
+    dropped = ~torch.isclose(table, full).all(dim=1)
+    torch.testing.assert_close(table[dropped], content_only[dropped])
+    assert 0.3 < dropped.float().mean() < 0.7
+    assert not dropped[3]  # item 3 has no content to fall back on: its ID row stays
+    with torch.no_grad():
+        again = model.train().item_embeddings()
+    assert not torch.equal(again, table)  # drawn afresh on every call
+    twin = mmsr(data, id_drop_p=0.5, cold_items="id_and_content")
+    with torch.no_grad():
+        twin.item_emb.weight.add_(1.0)
+        torch.testing.assert_close(twin.train().item_embeddings(), table)  # seeded by the model's seed
+    assert set(model.random_streams()) == {"train_modality_drop", "train_id_drop"}  # saved in checkpoints
+    assert set(mmsr(data).random_streams()) == {"train_modality_drop"}  # so older checkpoints still load
+    off = mmsr(data, id_drop_p=0.5, item_content="none").train()
+    with torch.no_grad():
+        torch.testing.assert_close(off.item_embeddings(), off.item_emb.weight)  # no content: nothing dropped
