@@ -177,11 +177,12 @@ class Settings(BaseSettings):
         "targets the champion has not learned",
     )
     warm_lr_scale: float = Field(
-        1.0,
+        0.3,
         gt=0,
         le=1,
         description="a warm night's learning rate is model.lr times this: fine-tuning a trained champion on "
-        "a small share of the samples with a fresh optimiser",
+        "a small share of the samples with a fresh optimiser (0.3: chosen on a development replay, "
+        "benchmarks/results/nightly_replay_dev.md)",
     )
     full_retrain_every_days: int = Field(
         7,
