@@ -1,0 +1,80 @@
+"""The nightly replay benchmark's plan, arms and report, so they do not rot between runs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.nightly_replay import parse_arm, render, reveal_plan, write_night
+
+
+def test_the_reveal_plan_keeps_three_interactions_and_each_night_writes_its_share(
+    tmp_path: Path,
+) -> None:
+    rows = [[f"u{u}", *(f"i{u}_{j}" for j in range(n))] for u, n in enumerate([3, 4, 6, 9, 12] * 40)]
+    lengths = np.array([len(r) - 1 for r in rows])
+    drawn = reveal_plan(lengths, nights=5, seed=1)
+    assert not drawn[0].any() and np.array_equal(drawn, reveal_plan(lengths, nights=5, seed=1))
+    assert (lengths - drawn.sum(axis=0) >= 3).all()  # a leave-one-out split needs three on night 0
+    assert 0.1 < drawn[1:].mean() <= 0.25
+    for night in range(5):
+        path = tmp_path / f"n{night}.txt"
+        write_night(rows, drawn, night, path)
+        written = [len(line.split()) - 1 for line in path.read_text().splitlines()]
+        assert written == (lengths - drawn[night + 1 :].sum(axis=0)).tolist()
+
+
+def test_warm_arms_parse_into_settings_and_bad_ones_are_refused() -> None:
+    assert parse_arm("lr0.3:warm_lr_scale=0.3,warm_max_epochs=2") == (
+        "lr0.3",
+        {"warm_lr_scale": 0.3, "warm_max_epochs": 2},
+    )
+    assert parse_arm("warm:") == ("warm", {})
+    for bad in ("cold:warm_lr_scale=0.3", ":warm_lr_scale=0.3", "a:lr=0.3", "a:warm_lr_scale"):
+        with pytest.raises(argparse.ArgumentTypeError, match="--warm-arm"):
+            parse_arm(bad)
+
+
+def _row(ndcg: float, seconds: float, samples: int, start: str = "warm") -> dict:
+    return {
+        "new_items": 5, "warm_start": start, "train_seconds": seconds, "epochs": 3, "refit_epochs": 1,
+        "samples_processed": samples, "ndcg_at_10": ndcg, "ndcg_at_10_se": 0.002, "hr_at_10": 2 * ndcg,
+        "hr_at_10_se": 0.003, "promoted": False,
+    }  # fmt: skip
+
+
+def _payload(**extra: object) -> dict:
+    night_0 = _row(0.02, 100.0, 1000, "cold")
+    return {
+        "dataset": "beauty", "sample_users": 300, "nights": 2, "seed": 2023, "share_per_night": 0.25,
+        "cold_max_epochs": 15, "threads": "1", "load_avg_before": [1.0], "load_avg_after": [1.2],
+        "arms": {
+            "warm": [night_0, _row(0.019, 5.0, 40)],
+            "lr0.3": [night_0, _row(0.015, 6.0, 50)],
+            "cold": [night_0, _row(0.020, 100.0, 1000, "cold")],
+        },
+        **extra,
+    }  # fmt: skip
+
+
+def test_the_report_puts_every_warm_arm_beside_cold() -> None:
+    arms = {"warm": {"warm_lr_scale": 1.0}, "lr0.3": {"warm_lr_scale": 0.3}}
+    text = render(_payload(warm_arms=arms, offset=300))
+    assert "Beauty users 301-600" in text
+    assert "- `lr0.3`: `warm_lr_scale` 0.3" in text
+    assert "`warm` over the 1 nights" in text and "within one SE of the cold model's on 1 of 1" in text
+    assert "`lr0.3` over the 1 nights" in text and "on 0 of 1" in text
+    table = [line for line in text.splitlines() if line.startswith("| 1 |")]
+    assert [line.split(" | ")[2] for line in table] == ["warm", "lr0.3", "cold"]
+    assert "5% time, 4% samples | yes |" in table[0] and "| no |" in table[1]
+    assert sum(line.startswith("| 0 |") for line in text.splitlines()) == 1  # night 0 is shared
+
+
+def test_a_report_written_before_arms_had_names_still_renders() -> None:
+    payload = _payload(warm_schedule={"warm_max_epochs": 5})
+    del payload["arms"]["lr0.3"]
+    text = render(payload)
+    assert "First 300 Beauty users" in text and "- `warm`: `warm_max_epochs` 5" in text
