@@ -270,8 +270,13 @@ def _warm_schedule(overrides: dict[str, Any]) -> dict[str, Any]:
     """The warm settings an arm ran with: the defaults, then its overrides."""
     from pipeline.core.config import Settings
 
-    names = ("warm_max_epochs", "warm_patience", "warm_replay_fraction", "warm_lr_scale")
-    names += ("full_retrain_every_days",)
+    names = (
+        "warm_max_epochs",
+        "warm_patience",
+        "warm_replay_fraction",
+        "warm_lr_scale",
+        "full_retrain_every_days",
+    )
     return {name: Settings.model_fields[name].default for name in names} | overrides
 
 
