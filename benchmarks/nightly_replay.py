@@ -13,7 +13,9 @@ items embed), codes, train (MMSR + Pop) and the promotion gate. Two arms:
 - warm: ``warm_start: auto`` (codes keep their centres, train seeds from the champion);
   ``--warm-arm NAME:SETTING=VALUE,...`` adds warm arms with other warm settings (each
   its own home and champion chain), for choosing those settings;
-- cold: ``warm_start: never`` (codes re-clustered, every model from random weights).
+- cold: ``warm_start: never`` (codes re-clustered, every model from random weights);
+  ``--cold-seed N`` adds a second cold arm with another seed, which measures how far two
+  cold models land apart: the noise that the warm arms' gap to cold should be read against.
 
 Night 0 is trained once and copied into every arm (it is the same cold run). The other
 arms reuse the first arm's embeddings (the same items and texts). ``--offset`` skips the
@@ -21,7 +23,8 @@ first users: warm settings are chosen on one population (``--offset 3000``) and 
 on another, so that the reported nights never chose anything. Reported per night and
 arm: MMSR train wall time (selection + refit), epochs and training samples stepped
 through (load-independent), test NDCG@10 / HR@10 on that night's split with their
-standard errors (per-user values of the registered model), and promotion.
+standard errors (per-user values of the registered model), the paired difference to the
+cold model's NDCG@10 over the same test users with its standard error, and promotion.
 
     OMP_NUM_THREADS=1 python benchmarks/nightly_replay.py [--dataset sports] --sample 1000 --max-epochs 15
 """
@@ -114,15 +117,16 @@ def _settings(home: Path, warm: bool, max_epochs: int | None, overrides: dict[st
     )
 
 
-def _test_errors(settings: Any, dataset: str, run_id: str) -> dict[str, float]:
-    """NDCG@10 and HR@10 of the run's MMSR on the test split, with standard errors over users."""
+def _test_errors(settings: Any, dataset: str, run_id: str) -> tuple[dict[str, float], dict[str, float]]:
+    """NDCG@10 and HR@10 of the run's MMSR on the test split, with standard errors over users,
+    and each test user's NDCG@10 by user id (for the paired difference between arms)."""
     import mlflow
 
     from mmsr_model.evaluation import sample_ranks
     from mmsr_model.persistence import load_model
     from pipeline.warehouse.dataset import load_sequence_data
 
-    data, _ = load_sequence_data(settings, dataset)
+    data, index = load_sequence_data(settings, dataset)
     with tempfile.TemporaryDirectory() as tmp:
         path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="warm/mmsr.pt", dst_path=tmp)
         model = load_model(path)
@@ -130,19 +134,36 @@ def _test_errors(settings: Any, dataset: str, run_id: str) -> dict[str, float]:
     ndcg = np.where(ranks <= K, 1.0 / np.log2(ranks + 1), 0.0)
     hit = (ranks <= K).astype(float)
     n = len(ranks)
-    return {
+    figures = {
         "ndcg_at_10": float(ndcg.mean()),
         "ndcg_at_10_se": float(ndcg.std(ddof=1) / np.sqrt(n)),
         "hr_at_10": float(hit.mean()),
         "hr_at_10_se": float(hit.std(ddof=1) / np.sqrt(n)),
         "test_users": n,
     }
+    users = index.user_ids[data.splits["test"].users]
+    return figures, dict(zip(users.tolist(), ndcg.tolist(), strict=True))
+
+
+def paired_difference(arm: dict[str, float], cold: dict[str, float]) -> dict[str, float]:
+    """Mean and standard error of ``arm`` minus ``cold`` per-user NDCG@10 over their common users.
+
+    Both models rank the same users' targets, so the per-user difference cancels how hard
+    each user is: its standard error is far below either model's own.
+    """
+    users = sorted(arm.keys() & cold.keys())
+    diff = np.array([arm[u] - cold[u] for u in users])
+    return {
+        "ndcg_diff_vs_cold": float(diff.mean()),
+        "ndcg_diff_vs_cold_se": float(diff.std(ddof=1) / np.sqrt(len(diff))),
+    }
 
 
 def run_night(
     settings: Any, dataset: str, reviews: Path, run_date: date, embeddings_from: Path | None
-) -> dict[str, Any]:
-    """The real stages for one night of ``dataset``; returns the figures of the night."""
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """The real stages for one night of ``dataset``; returns the figures of the night and the
+    per-user test NDCG@10."""
     from pipeline.stages.codes import run_codes
     from pipeline.stages.embed import run_embed
     from pipeline.stages.extract import run_extract
@@ -161,7 +182,8 @@ def run_night(
     codes = run_codes(settings, dataset, run_date)
     report = run_train(settings, dataset, promote=True, run_date=run_date)
     promotion = report.promotion or {}
-    return {
+    figures, per_user = _test_errors(settings, dataset, report.run_id)
+    row = {
         "run_date": run_date.isoformat(),
         "users": extract.users,
         "items": extract.items,
@@ -177,8 +199,9 @@ def run_night(
         "model_version": report.model_version,
         "promoted": bool(promotion.get("promoted")),
         "load_avg_after": os.getloadavg()[0],
-        **_test_errors(settings, dataset, report.run_id),
+        **figures,
     }
+    return row, per_user
 
 
 def main() -> None:
@@ -197,6 +220,14 @@ def main() -> None:
         metavar="NAME:warm_SETTING=VALUE,...",
         help="a warm arm with these warm settings (repeatable; default: one arm 'warm' with the defaults)",
     )
+    parser.add_argument(
+        "--cold-seed",
+        type=int,
+        action="append",
+        default=[],
+        metavar="SEED",
+        help=f"a second cold arm 'cold-seedSEED' trained with this seed instead of {SEED} (repeatable)",
+    )
     parser.add_argument("--out", default=None, help="results name (default: nightly_replay[_sports])")
     parser.add_argument("--render-only", action="store_true", help="rewrite the .md from the .json")
     args = parser.parse_args()
@@ -204,15 +235,17 @@ def main() -> None:
         args.out = "nightly_replay" if args.dataset == "beauty" else f"nightly_replay_{args.dataset}"
     if args.render_only:
         payload = json.loads((RESULTS / f"{args.out}.json").read_text(encoding="utf-8"))
-        (RESULTS / f"{args.out}.md").write_text(render(payload), encoding="utf-8")
+        report = RESULTS / f"{args.out}.md"
+        report.write_text(render(payload) + hand_written_reading(report), encoding="utf-8")
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     os.environ.setdefault("TQDM_DISABLE", "1")
     work = args.home or Path(tempfile.mkdtemp(prefix="mmsr-replay-"))
     warm_arms = dict(args.warm_arm or [("warm", {})])
+    cold_arms = {f"cold-seed{seed}": {"seed": seed} for seed in args.cold_seed}
     rows = read_sequences(args.dataset, args.sample, args.offset)
     drawn = reveal_plan(np.array([len(r) - 1 for r in rows]), args.nights, SEED)
-    arms = [*warm_arms, "cold"]
+    arms = [*warm_arms, *cold_arms, "cold"]
     homes = {arm: work / arm for arm in arms}
     results: dict[str, list[dict[str, Any]]] = {arm: [] for arm in arms}
     load_before = os.getloadavg()
@@ -222,23 +255,29 @@ def main() -> None:
         write_night(rows, drawn, night, reviews)
         run_date = NIGHT_0 + timedelta(days=night)
         embeddings = None
+        per_user: dict[str, dict[str, float]] = {}
         for arm in arms:
-            settings = _settings(homes[arm], arm != "cold", args.max_epochs, warm_arms.get(arm))
+            overrides = warm_arms.get(arm) or cold_arms.get(arm)
+            settings = _settings(homes[arm], arm in warm_arms, args.max_epochs, overrides)
             if night == 0 and arm != arms[0]:  # the same cold run starts every arm
                 shutil.copytree(homes[arms[0]], homes[arm])
                 results[arm].append(dict(results[arms[0]][0]))
                 continue
-            row = run_night(settings, args.dataset, reviews, run_date, embeddings)
+            row, per_user[arm] = run_night(settings, args.dataset, reviews, run_date, embeddings)
             embeddings = embeddings or settings.dataset_dir(args.dataset) / "embeddings"
             results[arm].append(row)
             log.info("night %d %s: %s", night, arm, row)
-        write_results(args, len(rows), warm_arms, load_before, started, results)
+        if night > 0:
+            for arm in arms[:-1]:
+                results[arm][night].update(paired_difference(per_user[arm], per_user["cold"]))
+        write_results(args, len(rows), warm_arms, cold_arms, load_before, started, results)
 
 
 def write_results(
     args: argparse.Namespace,
     users: int,
     warm_arms: dict[str, dict[str, Any]],
+    cold_arms: dict[str, dict[str, Any]],
     load_before: tuple[float, float, float],
     started: float,
     results: dict[str, list[dict[str, Any]]],
@@ -253,6 +292,7 @@ def write_results(
         "share_per_night": SHARE,
         "cold_max_epochs": args.max_epochs,
         "warm_arms": {arm: _warm_schedule(overrides) for arm, overrides in warm_arms.items()},
+        "cold_arms": cold_arms,
         "threads": os.environ.get("OMP_NUM_THREADS"),
         "machine": platform.machine(),
         "load_avg_before": load_before,
@@ -264,6 +304,19 @@ def write_results(
     (RESULTS / f"{args.out}.json").write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
     (RESULTS / f"{args.out}.md").write_text(render(payload), encoding="utf-8")
     log.info("wrote %s", RESULTS / f"{args.out}.md")
+
+
+def hand_written_reading(report: Path) -> str:
+    """The paragraphs written by hand under a report's table (from its ``Reading`` line on).
+
+    A rerun writes a fresh report without them (they described the previous run);
+    ``--render-only`` keeps them, since the figures they read are the same.
+    """
+    if not report.is_file():
+        return ""
+    text = report.read_text(encoding="utf-8")
+    start = text.find("\nReading")
+    return "" if start < 0 else text[start:]
 
 
 def _warm_schedule(overrides: dict[str, Any]) -> dict[str, Any]:
@@ -286,20 +339,33 @@ def _warm_arms(payload: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def _summary(payload: dict[str, Any], arm: str) -> str:
-    """Mean cost of ``arm``'s warm nights against the cold ones, and how many stayed within one SE."""
+    """Mean cost of ``arm``'s nights against the cold ones, and how many stayed within one SE."""
     pairs = list(zip(payload["arms"][arm][1:], payload["arms"]["cold"][1:], strict=False))
     if not pairs:
-        return f"`{arm}`: no warm night yet."
+        return f"`{arm}`: no night after night 0 yet."
     time_ratio = np.mean([w["train_seconds"] / c["train_seconds"] for w, c in pairs])
     sample_ratio = np.mean([w["samples_processed"] / c["samples_processed"] for w, c in pairs])
     within = sum(abs(w["ndcg_at_10"] - c["ndcg_at_10"]) <= c["ndcg_at_10_se"] for w, c in pairs)
     warm = sum(w["warm_start"] == "warm" for w, _ in pairs)
-    mean_warm, mean_cold = (np.mean([pair[side]["ndcg_at_10"] for pair in pairs]) for side in (0, 1))
+    mean_arm, mean_cold = (np.mean([pair[side]["ndcg_at_10"] for pair in pairs]) for side in (0, 1))
+    paired = [w for w, _ in pairs if "ndcg_diff_vs_cold" in w]
+    beyond = sum(abs(w["ndcg_diff_vs_cold"]) > 2 * w["ndcg_diff_vs_cold_se"] for w in paired)
+    paired_text = (
+        f" The paired difference to cold was beyond two of its standard errors on {beyond} of {len(paired)}."
+        if paired
+        else ""
+    )
+    if arm in payload.get("cold_arms", {}):
+        return (
+            f"`{arm}` (a second cold model, seed {payload['cold_arms'][arm]['seed']}): its test NDCG@10 was "
+            f"within one SE of the reference cold model's on {within} of {len(pairs)} nights. Mean test "
+            f"NDCG@10: {mean_arm:.4f} against {mean_cold:.4f}.{paired_text}"
+        )
     return (
         f"`{arm}` over the {len(pairs)} nights after night 0 ({warm} trained warm): a warm night cost "
         f"{time_ratio:.0%} of the cold night's training time on average ({sample_ratio:.0%} of its "
         f"samples); its test NDCG@10 was within one SE of the cold model's on {within} of {len(pairs)}. "
-        f"Mean test NDCG@10 over those nights: warm {mean_warm:.4f}, cold {mean_cold:.4f}."
+        f"Mean test NDCG@10 over those nights: warm {mean_arm:.4f}, cold {mean_cold:.4f}.{paired_text}"
     )
 
 
@@ -307,6 +373,7 @@ def render(payload: dict[str, Any]) -> str:
     """The results table: one row per night and arm, each warm arm beside cold, and the two targets."""
     name = payload["dataset"].split()[0].capitalize()
     warm_arms = _warm_arms(payload)
+    others = [*warm_arms, *payload.get("cold_arms", {})]
     offset = payload.get("offset", 0)
     users = payload["sample_users"]
     population = f"{name} users {offset + 1}-{offset + users}" if offset else f"First {users} {name} users"
@@ -320,36 +387,42 @@ def render(payload: dict[str, Any]) -> str:
         f"{payload['load_avg_before'][0]:.1f} before, {payload['load_avg_after'][0]:.1f} after (2 cores). "
         "Samples stepped through are the load-independent cost. Targets: a warm night at most "
         f"{TARGET_COST:.0%} of the cold night's training time; its test NDCG@10 within one standard error "
-        "of the cold model's. Warm arms:",
+        "of the cold model's. Arms:",
         "",
         *(
             f"- `{arm}`: " + ", ".join(f"`{key}` {value}" for key, value in schedule.items())
             for arm, schedule in warm_arms.items()
         ),
+        *(
+            f"- `{arm}`: cold, seed {overrides['seed']} (the reference `cold` arm: seed {payload['seed']})"
+            for arm, overrides in payload.get("cold_arms", {}).items()
+        ),
         "",
-        *(line for arm in warm_arms for line in (_summary(payload, arm), "")),
+        *(line for arm in others for line in (_summary(payload, arm), "")),
         "| night | new items | arm | start | train s | epochs (+refit) | samples | "
-        "NDCG@10 ± SE | HR@10 ± SE | promoted | cost vs cold | NDCG within 1 SE |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "NDCG@10 ± SE | HR@10 ± SE | promoted | cost vs cold | NDCG within 1 SE | paired Δ NDCG@10 ± SE |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     cold_rows = payload["arms"]["cold"]
     for night, cold in enumerate(cold_rows):
-        for arm in (*warm_arms, "cold"):
-            if night >= len(payload["arms"][arm]) or (night == 0 and arm != next(iter(warm_arms))):
+        for arm in (*others, "cold"):
+            if night >= len(payload["arms"][arm]) or (night == 0 and arm != others[0]):
                 continue
             row = payload["arms"][arm][night]
-            cost = within = ""
+            cost = within = paired = ""
             if night > 0 and arm != "cold":
                 cost = f"{row['train_seconds'] / cold['train_seconds']:.0%} time, "
                 cost += f"{row['samples_processed'] / cold['samples_processed']:.0%} samples"
                 gap = abs(row["ndcg_at_10"] - cold["ndcg_at_10"])
                 within = "yes" if gap <= cold["ndcg_at_10_se"] else "no"
+                if "ndcg_diff_vs_cold" in row:
+                    paired = f"{row['ndcg_diff_vs_cold']:+.4f} ± {row['ndcg_diff_vs_cold_se']:.4f}"
             lines.append(
                 f"| {night} | {row['new_items']} | {'all' if night == 0 else arm} | {row['warm_start']} | "
                 f"{row['train_seconds']:.0f} | {row['epochs']} (+{row['refit_epochs']}) | "
                 f"{row['samples_processed']} | {row['ndcg_at_10']:.4f} ± {row['ndcg_at_10_se']:.4f} | "
                 f"{row['hr_at_10']:.4f} ± {row['hr_at_10_se']:.4f} | {'yes' if row['promoted'] else 'no'} | "
-                f"{cost} | {within} |"
+                f"{cost} | {within} | {paired} |"
             )
     return "\n".join(lines) + "\n"
 

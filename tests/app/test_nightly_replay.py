@@ -8,7 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.nightly_replay import parse_arm, render, reveal_plan, write_night
+from benchmarks.nightly_replay import (
+    hand_written_reading,
+    paired_difference,
+    parse_arm,
+    render,
+    reveal_plan,
+    write_night,
+)
 
 
 def test_the_reveal_plan_keeps_three_interactions_and_each_night_writes_its_share(
@@ -78,3 +85,35 @@ def test_a_report_written_before_arms_had_names_still_renders() -> None:
     del payload["arms"]["lr0.3"]
     text = render(payload)
     assert "First 300 Beauty users" in text and "- `warm`: `warm_max_epochs` 5" in text
+
+
+def test_the_paired_difference_cancels_how_hard_each_user_is() -> None:
+    rng = np.random.default_rng(0)
+    hardness = rng.uniform(0, 0.5, 400)
+    cold = {f"u{i}": float(h) for i, h in enumerate(hardness)}
+    arm = {f"u{i}": float(h) - 0.01 for i, h in enumerate(hardness)} | {"only_here": 1.0}
+    diff = paired_difference(arm, cold)
+    assert diff["ndcg_diff_vs_cold"] == pytest.approx(-0.01)  # the user only one arm ranked is left out
+    assert diff["ndcg_diff_vs_cold_se"] < 1e-9 < np.std(hardness) / np.sqrt(400)
+
+
+def test_a_second_cold_seed_is_reported_as_the_noise_between_cold_models() -> None:
+    payload = _payload(warm_arms={"warm": {}}, cold_arms={"cold-seed2024": {"seed": 2024}})
+    del payload["arms"]["lr0.3"]
+    second = _row(0.0215, 90.0, 990, "cold") | {"ndcg_diff_vs_cold": 0.0015, "ndcg_diff_vs_cold_se": 0.001}
+    payload["arms"]["cold-seed2024"] = [payload["arms"]["cold"][0], second]
+    payload["arms"]["warm"][1] |= {"ndcg_diff_vs_cold": -0.001, "ndcg_diff_vs_cold_se": 0.0004}
+    text = render(payload)
+    assert "- `cold-seed2024`: cold, seed 2024 (the reference `cold` arm: seed 2023)" in text
+    assert "`cold-seed2024` (a second cold model, seed 2024): its test NDCG@10 was within one SE" in text
+    assert "beyond two of its standard errors on 1 of 1" in text  # warm: 0.001 > 2 x 0.0004
+    table = [line for line in text.splitlines() if line.startswith("| 1 |")]
+    assert [line.split(" | ")[2] for line in table] == ["warm", "cold-seed2024", "cold"]
+    assert table[0].endswith("| -0.0010 ± 0.0004 |") and table[1].endswith("| +0.0015 ± 0.0010 |")
+
+
+def test_render_only_keeps_the_hand_written_reading(tmp_path: Path) -> None:
+    report = tmp_path / "nightly_replay.md"
+    assert hand_written_reading(report) == ""
+    report.write_text(render(_payload()) + "\nReading (by hand): night 1 is a tie.\n")
+    assert hand_written_reading(report) == "\nReading (by hand): night 1 is a tie.\n"
