@@ -141,6 +141,10 @@ def _list_matrix(column: pa.ChunkedArray, fill: float, dtype: type) -> np.ndarra
     return out
 
 
+#: pads short code lists while they are checked (a stored -1 is an error, a padded slot is not)
+_NO_CODE = np.iinfo(np.int64).min
+
+
 def _read_codes(folder: Path, index: DatasetIndex) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """``item_codes[m]`` (n_items, k) with -1 for missing and ``code_centres[m]`` (c, dim)."""
     codes_path = folder / "item_codes.parquet"
@@ -158,20 +162,17 @@ def _read_codes(folder: Path, index: DatasetIndex) -> tuple[dict[str, np.ndarray
         centre_table = _read(centres_path, ["code", "vector"])
         order = _dense_ids(centres_path, "code", centre_table["code"].to_numpy(zero_copy_only=False))
         vectors = _list_matrix(centre_table["vector"], np.nan, np.float32)[order]
-        codes = _list_matrix(rows["codes"], -1, np.int64)
+        codes = _list_matrix(rows["codes"], _NO_CODE, np.int64)
         idx = _index_of(index, rows["item_id"])
         known = idx >= 0
-        column = rows["codes"].combine_chunks()
-        values = column.flatten().to_numpy(zero_copy_only=False)
-        owner = np.repeat(
-            np.arange(len(column)), column.value_lengths().fill_null(0).to_numpy(zero_copy_only=False)
-        )
-        bad = owner[known[owner] & ((values < 0) | (values >= len(vectors)))]
+        padding = codes == _NO_CODE
+        bad = np.flatnonzero(known & (~padding & ((codes < 0) | (codes >= len(vectors)))).any(axis=1))
         if bad.size:
             item = rows["item_id"][int(bad[0])].as_py()
             raise PipelineError(
                 f"{codes_path}: item_id {item}, field codes: code outside 0..{len(vectors) - 1}"
             )
+        codes[padding] = -1
         out = np.full((len(index.item_ids), codes.shape[1]), -1, dtype=np.int64)
         out[idx[known]] = codes[known]
         log.info(

@@ -61,14 +61,21 @@ def test_codes_are_placed_by_item_with_short_rows_padded_and_unknown_items_ignor
     assert codes["text"].dtype == np.int64 and centres["text"].dtype == np.float32
 
 
+def test_a_bad_code_of_an_item_the_dataset_does_not_know_is_ignored(tmp_path: Path) -> None:
+    _write_codes(tmp_path, [[0, 1], [0, 7]], ["A", "Z"])
+    codes, _ = _read_codes(tmp_path, INDEX)
+    assert codes["text"].tolist() == [[0, 1], [-1, -1], [-1, -1], [-1, -1]]
+
+
 def test_ragged_codes_pad_with_minus_one(tmp_path: Path) -> None:
     _write_codes(tmp_path, [[2], [0, 1]], ["B", "D"])
     codes, _ = _read_codes(tmp_path, INDEX)
     assert codes["text"].tolist() == [[-1, -1], [2, -1], [-1, -1], [0, 1]]
 
 
-def test_a_code_outside_the_codebook_names_its_item(tmp_path: Path) -> None:
-    _write_codes(tmp_path, [[0, 1], [0, 3]], ["A", "B"])
+@pytest.mark.parametrize("codes", [[[0, 1], [0, 3]], [[0, 1], [-1]], [[0, 1, 2], [2, -1]]])
+def test_a_code_outside_the_codebook_names_its_item(tmp_path: Path, codes: list[list[int]]) -> None:
+    _write_codes(tmp_path, codes, ["A", "B"])  # a stored -1 is an error even where short rows pad with -1
     with pytest.raises(PipelineError, match=r"item_id B, field codes: code outside 0\.\.2"):
         _read_codes(tmp_path, INDEX)
 
