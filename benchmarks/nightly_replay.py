@@ -339,6 +339,11 @@ def _warm_arms(payload: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return payload.get("warm_arms") or {"warm": payload.get("warm_schedule", {})}
 
 
+def _within_one_se(row: dict[str, Any], cold: dict[str, Any]) -> bool:
+    """The quality target: ``row``'s test NDCG@10 within one of the cold model's standard errors."""
+    return abs(row["ndcg_at_10"] - cold["ndcg_at_10"]) <= cold["ndcg_at_10_se"]
+
+
 def _summary(payload: dict[str, Any], arm: str) -> str:
     """Mean cost of ``arm``'s nights against the cold ones, and how many stayed within one SE."""
     pairs = list(zip(payload["arms"][arm][1:], payload["arms"]["cold"][1:], strict=False))
@@ -346,7 +351,7 @@ def _summary(payload: dict[str, Any], arm: str) -> str:
         return f"`{arm}`: no night after night 0 yet."
     time_ratio = np.mean([w["train_seconds"] / c["train_seconds"] for w, c in pairs])
     sample_ratio = np.mean([w["samples_processed"] / c["samples_processed"] for w, c in pairs])
-    within = sum(abs(w["ndcg_at_10"] - c["ndcg_at_10"]) <= c["ndcg_at_10_se"] for w, c in pairs)
+    within = sum(_within_one_se(w, c) for w, c in pairs)
     warm = sum(w["warm_start"] == "warm" for w, _ in pairs)
     mean_arm, mean_cold = (np.mean([pair[side]["ndcg_at_10"] for pair in pairs]) for side in (0, 1))
     paired = [w for w, _ in pairs if "ndcg_diff_vs_cold" in w]
@@ -414,8 +419,7 @@ def render(payload: dict[str, Any]) -> str:
             if night > 0 and arm != "cold":
                 cost = f"{row['train_seconds'] / cold['train_seconds']:.0%} time, "
                 cost += f"{row['samples_processed'] / cold['samples_processed']:.0%} samples"
-                gap = abs(row["ndcg_at_10"] - cold["ndcg_at_10"])
-                within = "yes" if gap <= cold["ndcg_at_10_se"] else "no"
+                within = "yes" if _within_one_se(row, cold) else "no"
                 if "ndcg_diff_vs_cold" in row:
                     paired = f"{row['ndcg_diff_vs_cold']:+.4f} ± {row['ndcg_diff_vs_cold_se']:.4f}"
             lines.append(
