@@ -9,6 +9,13 @@ older ones, and validates only on the valid targets the older model has not
 trained on (a refit older model has learned last night's valid targets, so they
 no longer measure anything).
 
+After a refit older model, the selection run can have nothing new to train on: an
+active user's new interaction only moves an already learned target into train, and
+the unlearned ones are all valid targets, which the refit will then train on. Such a
+selection run would choose the refit's epoch count on the replay alone.
+:func:`lend_valid_targets` moves a seeded share of those valid targets into its
+training, so the count is chosen on the kind of samples the refit learns.
+
 What a model trained on is one number per user, ``trained_upto``: its targets were
 positions ``< trained_upto[user]``. Users beyond the array's end are new (0). Histories
 only grow at the end, so this is all a later night needs.
@@ -59,6 +66,11 @@ def incremental_samples(samples: TargetSet, upto: np.ndarray, replay_fraction: f
     return TargetSet(samples.users[keep], samples.positions[keep])
 
 
+def has_unlearned(targets: TargetSet, upto: np.ndarray) -> bool:
+    """Whether any of ``targets`` is at a position the older model did not train on."""
+    return bool(_unlearned(targets, upto).any())
+
+
 def with_unlearned_valid(data: SequenceData, upto: np.ndarray) -> SequenceData:
     """``data`` validating on the valid targets the older model did not train on (all when none is left)."""
     valid = data.splits["valid"]
@@ -69,3 +81,25 @@ def with_unlearned_valid(data: SequenceData, upto: np.ndarray) -> SequenceData:
     log.info("validating on %d of %d valid targets (the unlearned ones)", int(fresh.sum()), len(valid))
     unlearned = TargetSet(valid.users[fresh], valid.positions[fresh])
     return replace(data, splits=dict(data.splits, valid=unlearned))
+
+
+def lend_valid_targets(
+    samples: TargetSet, data: SequenceData, share: float, seed: int
+) -> tuple[TargetSet, SequenceData]:
+    """``samples`` plus a seeded ``share`` of ``data``'s valid targets, and ``data`` validating on the rest.
+
+    At least one target stays valid, so the run can still be early-stopped.
+    """
+    valid = data.splits["valid"]
+    n_lent = min(round(share * len(valid)), len(valid) - 1)
+    lent = np.zeros(len(valid), dtype=bool)
+    lent[np.random.default_rng(seed).choice(len(valid), n_lent, replace=False)] = True
+    log.info(
+        "selection trains on %d of %d unlearned valid targets and validates on the rest", n_lent, len(valid)
+    )
+    train = TargetSet(
+        np.concatenate([samples.users, valid.users[lent]]),
+        np.concatenate([samples.positions, valid.positions[lent]]),
+    )
+    kept = TargetSet(valid.users[~lent], valid.positions[~lent])
+    return train, replace(data, splits=dict(data.splits, valid=kept))

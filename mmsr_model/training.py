@@ -37,7 +37,12 @@ from mmsr_model.distributed import from_main, is_main, sync_parameters
 from mmsr_model.early_stopping import EarlyStopping, fresh_state
 from mmsr_model.evaluation import evaluate
 from mmsr_model.fitting import Autocast, fit_epoch, make_trainee
-from mmsr_model.incremental import incremental_samples, with_unlearned_valid
+from mmsr_model.incremental import (
+    has_unlearned,
+    incremental_samples,
+    lend_valid_targets,
+    with_unlearned_valid,
+)
 from mmsr_model.metrics import metric_names
 from mmsr_model.objectives import LossKind, Objective
 from mmsr_model.persistence import load_model
@@ -84,6 +89,9 @@ class TrainConfig:
     # train on what it did not learn plus ``replay_fraction`` of the rest (mmsr_model.incremental)
     warm_trained_upto: str | None = None
     replay_fraction: float = 0.1
+    # with warm_trained_upto: when selection has no unlearned train sample, it trains on this seeded
+    # share of the unlearned valid targets and validates on the rest (0: validates on all of them)
+    lend_valid_share: float = 0.0
 
 
 def config_for(model: str, base: TrainConfig, **changes: Any) -> TrainConfig:
@@ -246,7 +254,13 @@ def _training_share(config: TrainConfig, data: SequenceData) -> tuple[TargetSet,
         return samples, data
     upto = np.load(config.warm_trained_upto)
     focused = incremental_samples(samples, upto, config.replay_fraction, config.seed)
-    return focused, with_unlearned_valid(data, upto) if "valid" in data.splits else data
+    if "valid" not in data.splits:  # a refit
+        return focused, data
+    validating = with_unlearned_valid(data, upto)
+    nothing_new = not has_unlearned(focused, upto) and has_unlearned(validating.splits["valid"], upto)
+    if config.lend_valid_share > 0 and nothing_new:
+        return lend_valid_targets(focused, validating, config.lend_valid_share, config.seed)
+    return focused, validating
 
 
 def _initial_model(config: TrainConfig, data: SequenceData, device: torch.device) -> SequentialRecommender:

@@ -176,6 +176,15 @@ class Settings(BaseSettings):
         "of those it has (each epoch then costs about this share of a cold one); it validates on the valid "
         "targets the champion has not learned",
     )
+    warm_lend_valid_share: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="after a refit champion a warm selection run can have no unlearned train sample (new "
+        "interactions only move learned targets into train); it then trains on this seeded share of the "
+        "unlearned valid targets and validates on the rest, so the epoch count is chosen on the samples the "
+        "refit learns. 0: validate on all of them and train on the replay alone",
+    )
     warm_lr_scale: float = Field(
         0.3,
         gt=0,

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from mmsr_model.data import SequenceData, TargetSet
-from mmsr_model.incremental import incremental_samples, trained_upto, with_unlearned_valid
+from mmsr_model.incremental import (
+    incremental_samples,
+    lend_valid_targets,
+    trained_upto,
+    with_unlearned_valid,
+)
 from mmsr_model.persistence import save_model
 from mmsr_model.registry import build_model
 from mmsr_model.training import TrainConfig, train
@@ -20,13 +26,13 @@ GROWN = (0, 3, 7)  # users with one more interaction tonight
 NEW_USERS = 2
 
 
-def _nights() -> tuple[SequenceData, SequenceData]:
-    """Night 0 (the chain data) and night 1: three users one item longer, two new users."""
+def _nights(new_users: int = NEW_USERS) -> tuple[SequenceData, SequenceData]:
+    """Night 0 (the chain data) and night 1: three users one item longer, ``new_users`` new users."""
     before = chain_data(n_users=20, n_items=30)
     sequences = [s.copy() for s in before.sequences]
     for user in GROWN:
         sequences[user] = np.append(sequences[user], (sequences[user][-1] + 1) % 30)
-    sequences += [np.arange(start, start + 6) % 30 for start in range(NEW_USERS)]
+    sequences += [np.arange(start, start + 6) % 30 for start in range(new_users)]
     return before, SequenceData(sequences=sequences, n_items=30, splits=loo_splits(sequences))
 
 
@@ -97,3 +103,45 @@ def test_a_warm_run_steps_through_its_share_in_selection_and_refit(tmp_path, cap
     assert f"validating on {len(GROWN) + NEW_USERS} of {len(tonight.sequences)} valid targets" in caplog.text
     _, cold = train(config, tonight)
     assert cold.n_train_samples == len(tonight.splits["train"])
+
+
+def test_lent_valid_targets_are_a_seeded_share_that_leaves_one_to_validate_on() -> None:
+    data = chain_data(n_users=20)
+    samples = data.splits["train"]
+    train, rest = lend_valid_targets(samples, data, 0.25, seed=1)
+    lent = _pairs(train) - _pairs(samples)
+    assert len(train) == len(samples) + len(lent) and len(lent) == 5
+    assert lent | _pairs(rest.splits["valid"]) == _pairs(data.splits["valid"])
+    assert not lent & _pairs(rest.splits["valid"])
+    assert _pairs(lend_valid_targets(samples, data, 0.25, seed=1)[0]) == _pairs(train)
+    assert _pairs(lend_valid_targets(samples, data, 0.25, seed=2)[0]) != _pairs(train)
+    assert len(lend_valid_targets(samples, data, 0.99, seed=1)[1].splits["valid"]) == 1
+
+
+@pytest.mark.parametrize(("new_users", "lends"), [(0, True), (NEW_USERS, False)])
+def test_a_selection_with_nothing_new_to_train_on_borrows_unlearned_valid_targets(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, new_users: int, lends: bool
+) -> None:
+    """After a refit champion only new users have unlearned train samples; with none, valid ones are lent."""
+    before, tonight = _nights(new_users)
+    upto = trained_upto(before, with_valid=True)
+    np.save(tmp_path / "upto.npy", upto)
+    champion = save_model(build_model("gru4rec", before, **GRU), tmp_path / "champion.pt")
+    config = TrainConfig(
+        model="gru4rec",
+        model_params=GRU,
+        max_epochs=1,
+        seed=3,
+        warm_start_from=str(champion),
+        warm_trained_upto=str(tmp_path / "upto.npy"),
+        replay_fraction=0.2,
+    )
+    caplog.set_level(logging.INFO, logger="mmsr_model.incremental")
+    _, history = train(replace(config, lend_valid_share=0.5), tonight)
+    selection = incremental_samples(tonight.splits["train"], upto, 0.2, seed=3)
+    unlearned_valid = len(GROWN) + new_users
+    lent = round(0.5 * unlearned_valid) if lends else 0
+    assert history.n_train_samples == len(selection) + lent
+    assert ("selection trains on" in caplog.text) is lends
+    _, without = train(config, tonight)
+    assert without.n_train_samples == len(selection)
