@@ -145,19 +145,33 @@ def _test_errors(settings: Any, dataset: str, run_id: str) -> tuple[dict[str, fl
     return figures, dict(zip(users.tolist(), ndcg.tolist(), strict=True))
 
 
-def paired_difference(arm: dict[str, float], cold: dict[str, float]) -> dict[str, float]:
-    """Mean and standard error of ``arm`` minus ``cold`` per-user NDCG@10 over their common users.
+def paired_difference(
+    arm: dict[str, float], cold: dict[str, float], among: set[str] | None = None, group: str = ""
+) -> dict[str, float]:
+    """Mean and standard error of ``arm`` minus ``cold`` per-user NDCG@10 over their common users
+    (those in ``among`` only, when given; the keys then end in ``_GROUP``).
 
     Both models rank the same users' targets, so the per-user difference leaves out how
     hard each user is, as far as the two models agree on that (on the Beauty replay they
     agree weakly: the paired SE is only slightly below either model's own).
     """
-    users = sorted(arm.keys() & cold.keys())
+    users = sorted(arm.keys() & cold.keys() & (among if among is not None else cold.keys()))
     diff = np.array([arm[u] - cold[u] for u in users])
-    return {
-        "ndcg_diff_vs_cold": float(diff.mean()),
-        "ndcg_diff_vs_cold_se": float(diff.std(ddof=1) / np.sqrt(len(diff))),
-    }
+    key = f"ndcg_diff_vs_cold{'_' + group if group else ''}"
+    return {key: float(diff.mean()), f"{key}_se": float(diff.std(ddof=1) / np.sqrt(len(diff)))}
+
+
+def paired_by_group(arm: dict[str, float], cold: dict[str, float], tonight: set[str]) -> dict[str, float]:
+    """The paired difference over every user, over tonight's users (their newest interaction
+    is tonight's new test target) and over the rest: a warm model that learns too little
+    of the new interactions loses on the first group, one that drifts or forgets on the second."""
+    rest = set(cold) - tonight
+    return (
+        paired_difference(arm, cold)
+        | paired_difference(arm, cold, tonight, "tonight")
+        | paired_difference(arm, cold, rest, "rest")
+        | {"users_tonight": len(tonight & cold.keys())}
+    )
 
 
 def run_night(
@@ -269,8 +283,9 @@ def main() -> None:
             results[arm].append(row)
             log.info("night %d %s: %s", night, arm, row)
         if night > 0:
+            tonight = {rows[u][0] for u in np.flatnonzero(drawn[night])}
             for arm in arms[:-1]:
-                results[arm][night].update(paired_difference(per_user[arm], per_user["cold"]))
+                results[arm][night].update(paired_by_group(per_user[arm], per_user["cold"], tonight))
         write_results(args, len(rows), warm_arms, cold_arms, load_before, started, results)
 
 
@@ -429,7 +444,34 @@ def render(payload: dict[str, Any]) -> str:
                 f"{row['hr_at_10']:.4f} ± {row['hr_at_10_se']:.4f} | {'yes' if row['promoted'] else 'no'} | "
                 f"{cost} | {within} | {paired} |"
             )
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, *_group_table(payload, others)]) + "\n"
+
+
+def _group_table(payload: dict[str, Any], others: list[str]) -> list[str]:
+    """The paired difference split into tonight's users and the rest (runs that recorded it)."""
+    rows = [
+        (night, arm, row)
+        for arm in others
+        for night, row in enumerate(payload["arms"][arm])
+        if "ndcg_diff_vs_cold_tonight" in row
+    ]
+    if not rows:
+        return []
+    lines = [
+        "",
+        "Paired Δ NDCG@10 to cold by user group: tonight's users (drawn tonight: their newest "
+        "interaction is tonight's test target, the one before it a new valid one) and the rest.",
+        "",
+        "| night | arm | tonight's users | Δ tonight ± SE | Δ rest ± SE |",
+        "|---|---|---|---|---|",
+    ]
+    for night, arm, row in sorted(rows, key=lambda r: r[0]):
+        lines.append(
+            f"| {night} | {arm} | {row['users_tonight']} | "
+            f"{row['ndcg_diff_vs_cold_tonight']:+.4f} ± {row['ndcg_diff_vs_cold_tonight_se']:.4f} | "
+            f"{row['ndcg_diff_vs_cold_rest']:+.4f} ± {row['ndcg_diff_vs_cold_rest_se']:.4f} |"
+        )
+    return lines
 
 
 if __name__ == "__main__":

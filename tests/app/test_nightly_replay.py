@@ -10,6 +10,7 @@ import pytest
 
 from benchmarks.nightly_replay import (
     hand_written_reading,
+    paired_by_group,
     paired_difference,
     parse_arm,
     render,
@@ -95,6 +96,22 @@ def test_the_paired_difference_cancels_how_hard_each_user_is() -> None:
     diff = paired_difference(arm, cold)
     assert diff["ndcg_diff_vs_cold"] == pytest.approx(-0.01)  # the user only one arm ranked is left out
     assert diff["ndcg_diff_vs_cold_se"] < 1e-9 < np.std(hardness) / np.sqrt(400)
+
+
+def test_the_paired_difference_is_split_into_tonights_users_and_the_rest() -> None:
+    cold = {f"u{i}": 0.1 * (i % 3) for i in range(40)}
+    tonight = {f"u{i}" for i in range(10)}
+    arm = {u: v - (0.05 if u in tonight else 0.0) + 0.001 * (int(u[1:]) % 2) for u, v in cold.items()}
+    split = paired_by_group(arm, cold, tonight | {"left_out"})
+    assert split["users_tonight"] == 10
+    assert split["ndcg_diff_vs_cold_tonight"] == pytest.approx(-0.0495)
+    assert split["ndcg_diff_vs_cold_rest"] == pytest.approx(0.0005)
+    assert split["ndcg_diff_vs_cold"] == pytest.approx((10 * -0.0495 + 30 * 0.0005) / 40)
+    payload = _payload(warm_arms={"warm": {}, "lr0.3": {}})
+    payload["arms"]["warm"][1] |= split
+    table = render(payload).split("by user group")[1]
+    assert "| 1 | warm | 10 | -0.0495 ± 0.0002 | +0.0005 ± 0.0001 |" in table
+    assert "lr0.3" not in table  # an arm without the split has no row
 
 
 def test_a_second_cold_seed_is_reported_as_the_noise_between_cold_models() -> None:
