@@ -177,13 +177,14 @@ class Settings(BaseSettings):
         "targets the champion has not learned",
     )
     warm_lend_valid_share: float = Field(
-        0.0,
+        0.5,
         ge=0,
         lt=1,
         description="after a refit champion a warm selection run can have no unlearned train sample (new "
         "interactions only move learned targets into train); it then trains on this seeded share of the "
         "unlearned valid targets and validates on the rest, so the epoch count is chosen on the samples the "
-        "refit learns. 0: validate on all of them and train on the replay alone",
+        "refit learns. 0: validate on all of them and train on the replay alone (0.5: chosen on a "
+        "development replay, benchmarks/results/nightly_replay_lend_dev.md, where it tied 0 and 0.3)",
     )
     warm_lr_scale: float = Field(
         0.3,
