@@ -15,12 +15,17 @@ where it runs (max epochs, patience, time budget, device) may change between
 resumes, and so may ``refit``: a finished run resumed with it goes straight to the
 refit (which is not checkpointed). Files are read with ``torch.load(weights_only=True)``:
 nothing is unpickled.
+
+Each file also records what its hash was taken over, so a run that finds only other
+files of its model says why it starts afresh (which settings differ, or the data):
+after an upgrade that added a learning setting, every earlier file is such a one.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,11 +73,51 @@ class Trainee:
     shuffler: np.random.Generator
 
 
-def checkpoint_path(directory: str | Path, config_fields: dict[str, Any], data: SequenceData) -> Path:
+@dataclass(frozen=True)
+class CheckpointFile:
+    """Where a run's checkpoint lives, and the JSON of what decides its name (the learning
+    settings and the data signature)."""
+
+    path: Path
+    key: str
+
+
+def checkpoint_file(
+    directory: str | Path, config_fields: dict[str, Any], data: SequenceData
+) -> CheckpointFile:
     """``<directory>/<model>-<hash of the learning settings and the data>.pt``."""
     learning = {k: v for k, v in sorted(config_fields.items()) if k not in RUN_CONTROLS}
     key = json.dumps({"config": learning, "data": data_signature(data)}, sort_keys=True, default=repr)
-    return Path(directory) / f"{config_fields['model']}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+    name = f"{config_fields['model']}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+    return CheckpointFile(Path(directory) / name, key)
+
+
+def other_runs(file: CheckpointFile) -> list[str]:
+    """Why each other checkpoint of the same model in the directory is not this run's."""
+    model = file.path.name.rsplit("-", 1)[0]
+    mine = json.loads(file.key)
+    reasons = []
+    for other in sorted(file.path.parent.glob(f"{model}-*.pt")):
+        if other == file.path:
+            continue
+        try:
+            stored = torch.load(other, map_location="cpu", weights_only=True, mmap=True).get("key")
+        except (OSError, RuntimeError, pickle.UnpicklingError) as error:
+            reasons.append(f"{other.name}: unreadable ({error})")
+            continue
+        if stored is None:
+            reasons.append(f"{other.name}: written without its settings (an earlier version)")
+            continue
+        theirs = json.loads(stored)
+        fields = sorted(
+            k
+            for k in mine["config"].keys() | theirs["config"].keys()
+            if mine["config"].get(k, "<absent>") != theirs["config"].get(k, "<absent>")
+        )
+        differ = [f"settings {', '.join(fields)}"] if fields else []
+        differ += ["data"] if mine["data"] != theirs["data"] else []
+        reasons.append(f"{other.name}: other {' and '.join(differ)}")
+    return reasons
 
 
 def data_signature(data: SequenceData) -> str:
@@ -92,10 +137,11 @@ def data_signature(data: SequenceData) -> str:
     return digest.hexdigest()
 
 
-def save_checkpoint(path: Path, trainee: Trainee, state: LoopState) -> Path:
+def save_checkpoint(file: CheckpointFile, trainee: Trainee, state: LoopState) -> Path:
     """Write the loop's state after ``state.epoch`` atomically (a crash mid-write keeps the last one)."""
     payload = {
         "format_version": FORMAT_VERSION,
+        "key": file.key,
         "epoch": state.epoch,
         "best_score": state.best_score,
         "bad_epochs": state.bad_epochs,
@@ -111,7 +157,7 @@ def save_checkpoint(path: Path, trainee: Trainee, state: LoopState) -> Path:
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
     }
-    return write_atomically(path, lambda tmp: torch.save(payload, tmp))
+    return write_atomically(file.path, lambda tmp: torch.save(payload, tmp))
 
 
 def load_checkpoint(path: Path, trainee: Trainee) -> LoopState | None:

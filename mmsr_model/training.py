@@ -20,7 +20,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +28,15 @@ from tqdm.auto import tqdm
 
 from mmsr_model.base import SequentialRecommender
 from mmsr_model.batching import train_samples
-from mmsr_model.checkpoint import LoopState, Trainee, checkpoint_path, load_checkpoint, save_checkpoint
+from mmsr_model.checkpoint import (
+    CheckpointFile,
+    LoopState,
+    Trainee,
+    checkpoint_file,
+    load_checkpoint,
+    other_runs,
+    save_checkpoint,
+)
 from mmsr_model.config import TrainingConfig
 from mmsr_model.data import SequenceData, TargetSet
 from mmsr_model.device import resolve_device
@@ -171,7 +178,7 @@ def _select_epochs(
     trainee, autocast = make_trainee(model, config.lr, config.weight_decay, config.seed, device)
     checkpoint = None
     if config.checkpoint_dir is not None:
-        checkpoint = checkpoint_path(config.checkpoint_dir, asdict(config), data)
+        checkpoint = checkpoint_file(config.checkpoint_dir, asdict(config), data)
     stopping = EarlyStopping(
         _resume(checkpoint, trainee, history, on_epoch_end) or fresh_state(),
         config.patience,
@@ -301,16 +308,19 @@ def _fit_epoch(
 
 
 def _resume(
-    path: Path | None,
+    checkpoint: CheckpointFile | None,
     trainee: Trainee,
     history: TrainHistory,
     on_epoch_end: Callable[[dict[str, float]], None] | None,
 ) -> LoopState | None:
     """The saved loop state with ``trainee`` and ``history`` restored; ``None`` for a fresh run."""
-    if path is None:
+    if checkpoint is None:
         return None
+    path = checkpoint.path
     state = load_checkpoint(path, trainee)
     if state is None:
+        for reason in other_runs(checkpoint):
+            log.warning("not resuming %s", reason)
         log.info("checkpointing every epoch to %s", path)
         return None
     saved = TrainHistory(**state.history)

@@ -1,5 +1,6 @@
 """Resumable training: a run cut short and resumed must equal one that never stopped."""
 
+import logging
 from dataclasses import replace
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import torch
 from seqdata import chain_data
 from toy_models import DRIFT_CONFIG, drift_data, train_drift
 
-from mmsr_model.checkpoint import FORMAT_VERSION, checkpoint_path
+from mmsr_model.checkpoint import FORMAT_VERSION, checkpoint_file
 from mmsr_model.training import TrainConfig, TrainHistory, train
 
 # dropout and training-time modality and ID drops make every random stream matter
@@ -97,18 +98,43 @@ def test_a_run_early_stopping_ended_stays_ended(tmp_path: Path, monkeypatch: pyt
 def test_new_learning_settings_or_data_start_a_new_file(tmp_path: Path) -> None:
     data = chain_data(n_users=60, n_items=20, text_codes=6)
     fields = vars(replace(MMSR_CONFIG, checkpoint_dir=str(tmp_path)))
-    path = checkpoint_path(tmp_path, fields, data)
+    path = checkpoint_file(tmp_path, fields, data).path
     assert path.parent == tmp_path and path.name.startswith("mmsr-")
     for run_control in ({"max_epochs": 50}, {"patience": 1}, {"time_budget_s": 60.0}, {"device": "cuda"}):
-        assert checkpoint_path(tmp_path, fields | run_control, data) == path
+        assert checkpoint_file(tmp_path, fields | run_control, data).path == path
     for learning in ({"lr": 0.01}, {"seed": 7}, {"model_params": {"hidden_size": 32}}, {"batch_size": 8}):
-        assert checkpoint_path(tmp_path, fields | learning, data) != path
+        assert checkpoint_file(tmp_path, fields | learning, data).path != path
     other = chain_data(n_users=60, n_items=20, text_codes=6)
     other.sequences[0] = other.sequences[0][::-1].copy()
-    assert checkpoint_path(tmp_path, fields, other) != path
+    assert checkpoint_file(tmp_path, fields, other).path != path
     recoded = chain_data(n_users=60, n_items=20, text_codes=6)
     recoded.item_codes["text"] = np.roll(recoded.item_codes["text"], 1, axis=0)
-    assert checkpoint_path(tmp_path, fields, recoded) != path
+    assert checkpoint_file(tmp_path, fields, recoded).path != path
+
+
+def test_a_fresh_start_beside_other_files_says_why_it_did_not_resume(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = chain_data(n_users=60, n_items=20, text_codes=6)
+    config = replace(MMSR_CONFIG, checkpoint_dir=str(tmp_path), max_epochs=1)
+    train(config, data)
+    (first,) = tmp_path.glob("*.pt")
+    train(replace(config, lr=0.01, seed=7), data)
+    (second,) = set(tmp_path.glob("*.pt")) - {first}
+    payload = torch.load(second, weights_only=True)
+    del payload["key"]  # as an earlier version wrote it
+    torch.save(payload, second)
+    (tmp_path / "mmsr-0000000000000000.pt").write_bytes(b"not a checkpoint")
+    other = chain_data(n_users=60, n_items=20, text_codes=6)
+    other.sequences[0] = other.sequences[0][::-1].copy()
+    caplog.set_level(logging.WARNING, logger="mmsr_model.training")
+    train(replace(config, lr=0.01), other)
+    assert f"not resuming {first.name}: other settings lr and data" in caplog.text
+    assert f"not resuming {second.name}: written without its settings" in caplog.text
+    assert "mmsr-0000000000000000.pt: unreadable" in caplog.text
+    caplog.clear()
+    train(config, data)  # its own file: resumes, no warning
+    assert "not resuming" not in caplog.text
 
 
 def test_an_unknown_file_format_is_refused_with_its_path(tmp_path: Path) -> None:
