@@ -87,14 +87,22 @@ def test_a_night_with_nothing_new_still_trains_and_validates(caplog: pytest.LogC
     assert "validating on all of them" in caplog.text
 
 
+def _warm_from(before: SequenceData, folder: Path, cold: TrainConfig) -> tuple[TrainConfig, np.ndarray]:
+    """``cold`` warm-started from a champion of ``before`` (saved with its ``trained_upto``
+    in ``folder``) with a replay of 0.2, and that ``trained_upto``."""
+    upto = trained_upto(before, with_valid=True)
+    np.save(folder / "upto.npy", upto)
+    champion = save_model(build_model("gru4rec", before, **GRU), folder / "champion.pt")
+    warm = replace(
+        cold, warm_start_from=str(champion), warm_trained_upto=str(folder / "upto.npy"), replay_fraction=0.2
+    )
+    return warm, upto
+
+
 def test_a_warm_run_steps_through_its_share_in_selection_and_refit(tmp_path, caplog) -> None:  # noqa: ANN001
     before, tonight = _nights()
-    upto = trained_upto(before, with_valid=True)
-    np.save(tmp_path / "upto.npy", upto)
-    champion = save_model(build_model("gru4rec", before, **GRU), tmp_path / "champion.pt")
     config = TrainConfig(model="gru4rec", model_params=GRU, max_epochs=1, refit=True, seed=3)
-    upto_file = str(tmp_path / "upto.npy")
-    warm = replace(config, warm_start_from=str(champion), warm_trained_upto=upto_file, replay_fraction=0.2)
+    warm, upto = _warm_from(before, tmp_path, config)
     caplog.set_level(logging.INFO, logger="mmsr_model.incremental")
     _, history = train(warm, tonight)
     selection = incremental_samples(tonight.splits["train"], upto, 0.2, seed=3)
@@ -124,17 +132,8 @@ def test_a_selection_with_nothing_new_to_train_on_borrows_unlearned_valid_target
 ) -> None:
     """After a refit champion only new users have unlearned train samples; with none, valid ones are lent."""
     before, tonight = _nights(new_users)
-    upto = trained_upto(before, with_valid=True)
-    np.save(tmp_path / "upto.npy", upto)
-    champion = save_model(build_model("gru4rec", before, **GRU), tmp_path / "champion.pt")
-    config = TrainConfig(
-        model="gru4rec",
-        model_params=GRU,
-        max_epochs=1,
-        seed=3,
-        warm_start_from=str(champion),
-        warm_trained_upto=str(tmp_path / "upto.npy"),
-        replay_fraction=0.2,
+    config, upto = _warm_from(
+        before, tmp_path, TrainConfig(model="gru4rec", model_params=GRU, max_epochs=1, seed=3)
     )
     caplog.set_level(logging.INFO, logger="mmsr_model.incremental")
     _, history = train(replace(config, lend_valid_share=0.5), tonight)
