@@ -119,6 +119,12 @@ class SequentialRecommender(nn.Module, ABC):
     def item_embeddings(self) -> torch.Tensor:
         """Output embeddings of all items, shape ``[n_items, d]``."""
 
+    def item_rows(self, ids: torch.Tensor) -> torch.Tensor:
+        """Rows ``ids`` of :meth:`item_embeddings`. A model whose table is computed (MMSR's
+        projected content) overrides it to compute those rows only: a sampled loss then costs
+        its sampled items, not the catalogue."""
+        return self.item_embeddings()[ids]
+
     def drop_modality_links(self, modality: str, p: float, seed: int) -> AbstractContextManager[None]:
         """While active, a random fraction ``p`` of items loses its links of ``modality``.
 

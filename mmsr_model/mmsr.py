@@ -308,7 +308,11 @@ class MMSR(SequentialRecommender):
 
     def item_embeddings(self) -> torch.Tensor:
         """The item table; unit rows when ``score_scale`` is set (scores = scaled cosines)."""
-        weight = self._item_vectors()
+        return self.item_rows(None)
+
+    def item_rows(self, ids: torch.Tensor | None) -> torch.Tensor:
+        """Rows ``ids`` of the item table (None: all of it), computed for those rows only."""
+        weight = self._item_vectors(ids)
         return weight if self.score_scale is None else nn.functional.normalize(weight, dim=-1)
 
 

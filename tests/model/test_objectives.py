@@ -10,6 +10,7 @@ import torch
 from seqdata import chain_data
 
 from mmsr_model.evaluation import evaluate
+from mmsr_model.mmsr import MMSR
 from mmsr_model.objectives import Objective
 from mmsr_model.registry import build_model
 from mmsr_model.training import TrainConfig, train
@@ -64,3 +65,33 @@ def test_every_objective_learns_the_chain_and_is_reproducible() -> None:
         _, again = train(replace(config, device="cpu"), data)
         assert [r["train_loss"] for r in history.epochs] == [r["train_loss"] for r in again.epochs]
         assert evaluate(model, data, "test", (5,))["hr_at_5"] > 0.5  # random: 5 / 30
+
+
+@pytest.mark.parametrize("params", [{}, {"id_drop_p": 0.5, "score_scale": 5.0}])
+def test_sampled_softmax_computes_only_the_scored_rows_of_a_content_table(params: dict) -> None:
+    """MMSR's table is ID + projected content: the sampled loss projects the drawn rows only,
+    with the values (and the ID-dropout draw) of indexing the whole table."""
+    data = chain_data(n_users=20, n_items=15)
+    data.item_features["text"] = np.random.default_rng(0).normal(size=(15, 6))
+    data.item_features["text"][4] = np.nan  # an item without content: the learned stand-in
+    model = MMSR.from_data(data, hidden_size=8, modality_nodes="raw", modalities=["text"], seed=0, **params)
+    ids = torch.tensor([4, 0, 14, 4])
+    torch.testing.assert_close(model.eval().item_rows(ids), model.item_embeddings()[ids])
+    model.train()
+    targets = data.splits["train"]
+    batch, target_items = model.prepare_samples(data, targets), torch.from_numpy(data.target_items(targets))
+
+    def seeded() -> None:
+        model._id_drop_rng = np.random.default_rng(7)
+        torch.manual_seed(0)
+
+    seeded()
+    sampled = Objective("sampled_softmax", negatives=6)
+    loss = sampled.loss(model, batch, target_items, np.random.default_rng(1))
+    seeded()
+    states, table = model(batch), model.item_embeddings()
+    drawn = torch.from_numpy(np.random.default_rng(1).integers(15, size=6))
+    logits = torch.cat([(states * table[target_items]).sum(-1, keepdim=True), states @ table[drawn].T], dim=1)
+    logits[:, 1:] = logits[:, 1:].masked_fill(drawn[None, :] == target_items[:, None], float("-inf"))
+    expected = torch.nn.functional.cross_entropy(logits, torch.zeros(len(target_items), dtype=torch.long))
+    torch.testing.assert_close(loss, expected)
