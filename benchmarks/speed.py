@@ -11,6 +11,11 @@ speed depends on graph and table sizes, not on what the codes and vectors mean. 
     .venv/bin/python benchmarks/speed.py --device cpu --threads 2 --steps 200
     .venv/bin/python benchmarks/speed.py --sample 2000 --steps 20   # quick CI-sized run
 
+Each row also says how far the model step and the scoring are from their arithmetic
+(``benchmarks/arithmetic.py``: FLOPs counted on one step and one scoring block, against this
+machine's float32 GEMM peak with the same threads). ``--loss sampled_softmax`` times that
+objective (its negatives' rows of the item table only) instead of the full softmax.
+
 Results go to ``benchmarks/results/speed.{json,md}`` (``--out`` to change).
 """
 
@@ -22,6 +27,7 @@ import json
 import logging
 import os
 import platform
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -30,14 +36,17 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from mmsr_model.batching import build_batch, epoch_order
-from mmsr_model.data import SequenceData, TargetSet
-from mmsr_model.device import resolve_device
-from mmsr_model.fitting import make_trainee, train_step
-from mmsr_model.inference import top_k
-from mmsr_model.mmsr import MMSR
-from mmsr_model.training import TrainConfig
-from pipeline.core.io import write_text_atomic
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from any folder
+from benchmarks.arithmetic import count_flops, gemm_peak_gflops  # noqa: E402
+from mmsr_model.batching import build_batch, epoch_order  # noqa: E402
+from mmsr_model.data import SequenceData, TargetSet  # noqa: E402
+from mmsr_model.device import resolve_device  # noqa: E402
+from mmsr_model.fitting import make_trainee, train_step  # noqa: E402
+from mmsr_model.inference import top_k  # noqa: E402
+from mmsr_model.mmsr import MMSR  # noqa: E402
+from mmsr_model.objectives import Objective  # noqa: E402
+from mmsr_model.training import TrainConfig  # noqa: E402
+from pipeline.core.io import write_text_atomic  # noqa: E402
 
 log = logging.getLogger("benchmarks.speed")
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,6 +110,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     # the production trainer: Adam with the default TrainConfig, autocast on CUDA only
     defaults = TrainConfig()
     trainee, autocast = make_trainee(model, defaults.lr, defaults.weight_decay, args.seed, device)
+    objective = Objective(args.loss, args.negatives)
     use_amp = device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
 
@@ -117,7 +127,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         t0, c0 = time.perf_counter(), time.process_time()
         batch, targets = build_batch(model, data, train, idx)  # what the fit loop's batches() builds
         t1, c1 = time.perf_counter(), time.process_time()
-        train_step(trainee, batch, targets, device, autocast)  # the fit loop's step; .item() syncs CUDA
+        train_step(trainee, batch, targets, device, autocast, objective)  # the fit loop's; .item() syncs CUDA
         t2, c2 = time.perf_counter(), time.process_time()
         if i >= args.warmup:
             build_s += t1 - t0
@@ -133,6 +143,10 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     # CPU seconds bound the wall time an idle machine would need (>= 1 busy thread): contention-free
     cpu_per_step = (build_cpu + step_cpu) / timed
 
+    # one more step (a batch the timing did not use), counted instead of timed
+    batch, targets = build_batch(model, data, train, order[n_steps * args.batch_size :][: args.batch_size])
+    step_flops = count_flops(lambda: train_step(trainee, batch, targets, device, autocast, objective))
+
     test = data.splits["test"]
     n_users = min(args.infer_users, len(test))
     histories = data.histories(TargetSet(test.users[:n_users], test.positions[:n_users]), 50)
@@ -141,6 +155,10 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     top_k(model, histories, k=20, batch_size=1024, device=device)
     infer_s = time.perf_counter() - t0
+    block = histories[: min(1024, n_users)]
+    block_flops = count_flops(lambda: top_k(model, block, k=20, batch_size=1024, device=device))
+    infer_flops_per_user = block_flops / len(block)
+    peak = gemm_peak_gflops() if device.type == "cpu" else None
     return {
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device)
@@ -172,6 +190,17 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "load_average_1min": round(os.getloadavg()[0], 2),
         "inference_users": n_users,
         "inference_users_per_s": round(n_users / infer_s, 1),
+        "objective": args.loss if args.loss == "full_softmax" else f"{args.loss} ({args.negatives})",
+        "step_gflop": round(step_flops / 1e9, 3),
+        "inference_mflop_per_user": round(infer_flops_per_user / 1e6, 3),
+        "gemm_peak_gflops": None if peak is None else round(peak, 1),
+        # model step and scoring against their FLOPs at the GEMM peak (CPU only)
+        "model_step_vs_arithmetic": None
+        if peak is None
+        else round(step_s / timed * peak * 1e9 / step_flops, 2),
+        "inference_vs_arithmetic": None
+        if peak is None
+        else round(infer_s / n_users * peak * 1e9 / infer_flops_per_user, 2),
     }
 
 
@@ -183,6 +212,8 @@ def write_results(rows: list[dict[str, Any]], out: Path, command: str) -> None:
     for row in rows:
         mods = "+".join(row["modalities"]) or "id-only"
         key = f"{row['device']}|threads={row['torch_threads']}|{mods}|{row['users']}"
+        if row.get("objective", "full_softmax") != "full_softmax":
+            key += f"|{row['objective']}"
         runs[key] = {
             **row,
             "command": command,
@@ -196,6 +227,7 @@ def write_results(rows: list[dict[str, Any]], out: Path, command: str) -> None:
         ("torch_threads", "torch threads"),
         ("modalities", "modalities"),
         ("content", "content vectors"),
+        ("objective", "objective"),
         ("users", "users"),
         ("train_samples", "train samples"),
         ("graph_build_ms_per_step", "graph ms/step"),
@@ -206,6 +238,10 @@ def write_results(rows: list[dict[str, Any]], out: Path, command: str) -> None:
         ("epoch_estimate_s", "epoch est. (s)"),
         ("epoch_estimate_from_cpu_s", "epoch est. from CPU time (s)"),
         ("inference_users_per_s", "inference users/s"),
+        ("step_gflop", "GFLOP/step"),
+        ("gemm_peak_gflops", "GEMM peak GFLOP/s"),
+        ("model_step_vs_arithmetic", "model step / arithmetic"),
+        ("inference_vs_arithmetic", "scoring / arithmetic"),
         ("load_average_1min", "load avg"),
     ]
     lines = [
@@ -245,6 +281,8 @@ def main() -> None:
     parser.add_argument("--infer-users", type=int, default=8192)
     parser.add_argument("--sample", type=int, default=None, help="use only this many random users")
     parser.add_argument("--modality-sets", default="text;text,image", help="';'-separated modality lists")
+    parser.add_argument("--loss", default="full_softmax", choices=["full_softmax", "sampled_softmax"])
+    parser.add_argument("--negatives", type=int, default=1024, help="negatives per batch for sampled_softmax")
     parser.add_argument("--seed", type=int, default=2023)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
