@@ -15,8 +15,8 @@ instead of probing for attributes.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, ClassVar, Self
 
 import numpy as np
@@ -124,6 +124,13 @@ class SequentialRecommender(nn.Module, ABC):
         projected content) overrides it to compute those rows only: a sampled loss then costs
         its sampled items, not the catalogue."""
         return self.item_embeddings()[ids]
+
+    @contextmanager
+    def frozen_item_table(self) -> Iterator[torch.Tensor]:
+        """:meth:`item_embeddings`, computed once for a caller that scores many batches with
+        unchanged weights (inference, validation). While active a model may reuse it for its own
+        inputs (MMSR's graph item nodes take their rows instead of projecting content again)."""
+        yield self.item_embeddings()
 
     def drop_modality_links(self, modality: str, p: float, seed: int) -> AbstractContextManager[None]:
         """While active, a random fraction ``p`` of items loses its links of ``modality``.

@@ -55,17 +55,17 @@ def sample_ranks(
         torch.from_numpy(np.asarray(a, dtype=np.int64)) for a in (targets.users, targets.positions)
     )
     try:
-        table = model.item_embeddings()  # once: the weights do not change while scoring
-        for start in tqdm(range(0, len(targets), batch_size), desc="evaluate", unit="batch", leave=False):
-            users, ends = all_users[start : start + batch_size], all_positions[start : start + batch_size]
-            batch = model.batch_to(model.prepare_histories(packed, users, ends), dev)
-            scores = model.full_sort_predict(batch, table).float()
-            items = packed.at(users, ends).to(dev)
-            if exclude_seen:
-                target_scores = scores.gather(1, items[:, None])
-                mask_seen(scores, *packed.seen(users, ends))
-                scores.scatter_(1, items[:, None], target_scores)
-            ranks[start : start + len(users)] = target_ranks(scores, items).cpu().numpy()
+        with model.frozen_item_table() as table:  # once: the weights do not change while scoring
+            for start in tqdm(range(0, len(targets), batch_size), desc="evaluate", unit="batch", leave=False):
+                users, ends = all_users[start : start + batch_size], all_positions[start : start + batch_size]
+                batch = model.batch_to(model.prepare_histories(packed, users, ends), dev)
+                scores = model.full_sort_predict(batch, table).float()
+                items = packed.at(users, ends).to(dev)
+                if exclude_seen:
+                    target_scores = scores.gather(1, items[:, None])
+                    mask_seen(scores, *packed.seen(users, ends))
+                    scores.scatter_(1, items[:, None], target_scores)
+                ranks[start : start + len(users)] = target_ranks(scores, items).cpu().numpy()
     finally:
         model.train(was_training)
     return ranks

@@ -23,6 +23,11 @@ log = logging.getLogger(__name__)
 
 #: the largest float32 score matrix one block may hold: rows per block shrink as the catalogue grows
 SCORE_BLOCK_BYTES = 256 * 2**20
+#: users per scoring block by device type: on a CPU a smaller block keeps the score matrix and the
+#: graph's per-node tensors nearer the caches (Beauty, one thread: 512 users score 1.2-1.4x faster
+#: than 1,024); an accelerator wants large blocks
+BLOCK_USERS = {"cpu": 512}
+DEFAULT_BLOCK_USERS = 1024
 
 
 def block_rows(batch_size: int, n_items: int) -> int:
@@ -65,7 +70,7 @@ def top_k(
     histories: Histories | Sequence[np.ndarray],
     k: int,
     exclude_seen: bool = True,
-    batch_size: int = 1024,
+    batch_size: int | None = None,
     device: str | torch.device | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Item ids ``int64 [U, k]`` and scores ``float32 [U, k]`` for every history.
@@ -73,8 +78,8 @@ def top_k(
     Each history must be non-empty; the model sees its last ``max_len`` items
     while ``exclude_seen`` masks every item of the full history. When fewer than
     ``k`` items are left unmasked the tail holds masked items with score -inf.
-    Users are scored in blocks of ``batch_size`` (fewer when the block's score matrix
-    would pass ``SCORE_BLOCK_BYTES``).
+    Users are scored in blocks of ``batch_size`` (None: ``BLOCK_USERS`` of the device; fewer
+    when the block's score matrix would pass ``SCORE_BLOCK_BYTES``).
     """
     if not 1 <= k <= model.n_items:
         raise ValueError(f"k={k} must be between 1 and the number of items ({model.n_items})")
@@ -88,21 +93,21 @@ def top_k(
     model.eval()
     ids_out = np.empty((len(histories), k), dtype=np.int64)
     scores_out = np.empty((len(histories), k), dtype=np.float32)
-    batch_size = block_rows(batch_size, model.n_items)
+    batch_size = block_rows(batch_size or BLOCK_USERS.get(dev.type, DEFAULT_BLOCK_USERS), model.n_items)
     try:
-        table = model.item_embeddings()  # once: the weights do not change while scoring
-        for start in tqdm(range(0, len(histories), batch_size), desc="top_k", unit="batch", leave=False):
-            users = torch.arange(start, min(start + batch_size, len(histories)))
-            ends = lengths[users]
-            scores = model.full_sort_predict(
-                model.batch_to(model.prepare_histories(histories, users, ends), dev), table
-            )
-            scores = scores.float()
-            if exclude_seen:
-                mask_seen(scores, *histories.seen(users, ends))
-            values, ids = ordered_top_k(scores, k)
-            ids_out[start : start + len(users)] = ids.cpu().numpy()
-            scores_out[start : start + len(users)] = values.cpu().numpy()
+        with model.frozen_item_table() as table:  # once: the weights do not change while scoring
+            for start in tqdm(range(0, len(histories), batch_size), desc="top_k", unit="batch", leave=False):
+                users = torch.arange(start, min(start + batch_size, len(histories)))
+                ends = lengths[users]
+                scores = model.full_sort_predict(
+                    model.batch_to(model.prepare_histories(histories, users, ends), dev), table
+                )
+                scores = scores.float()
+                if exclude_seen:
+                    mask_seen(scores, *histories.seen(users, ends))
+                values, ids = ordered_top_k(scores, k)
+                ids_out[start : start + len(users)] = ids.cpu().numpy()
+                scores_out[start : start + len(users)] = values.cpu().numpy()
     finally:
         model.train(was_training)
     log.info("scored %d users (k=%d, exclude_seen=%s) on %s", len(histories), k, exclude_seen, dev)

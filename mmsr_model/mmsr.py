@@ -135,6 +135,7 @@ class MMSR(SequentialRecommender):
         self.dropout = nn.Dropout(config.dropout)
         self.readout_dropout = nn.Dropout(config.readout_dropout)
         self._dropped: dict[int, np.ndarray] = {}
+        self._frozen: FrozenVectors | None = None
         self._train_drop_rng = np.random.default_rng(seed)
         # its own stream: batches (and their modality drops) are built in a background thread
         self._id_drop_rng = np.random.default_rng([seed, 1])
@@ -288,6 +289,8 @@ class MMSR(SequentialRecommender):
 
     def _item_vectors(self, ids: torch.Tensor | None = None) -> torch.Tensor:
         """ID embeddings plus projected content, of ``ids`` (None: every item)."""
+        if (frozen := self._frozen) is not None and frozen.valid_for(self):
+            return frozen.vectors if ids is None else frozen.vectors[ids]
         vectors = self.item_emb.weight if ids is None else self.item_emb(ids)
         if not self.training and self.id_used is not None:  # untrained ID rows out of scoring
             used = self.id_used if ids is None else self.id_used[ids]
@@ -306,6 +309,19 @@ class MMSR(SequentialRecommender):
             vectors = vectors + torch.where(present[:, None], proj(content), self.content_missing[m])
         return vectors
 
+    @contextmanager
+    def frozen_item_table(self) -> Iterator[torch.Tensor]:
+        """The item table computed once, its unnormalised rows reused as the graph's item nodes
+        (in eval mode, under the same dropped links), so content is projected once per pass."""
+        previous = self._frozen
+        self._frozen = None
+        vectors = self._item_vectors()
+        self._frozen = FrozenVectors(vectors, self._dropped) if not self.training else previous
+        try:
+            yield self.item_embeddings()
+        finally:
+            self._frozen = previous
+
     def item_embeddings(self) -> torch.Tensor:
         """The item table; unit rows when ``score_scale`` is set (scores = scaled cosines)."""
         return self.item_rows(None)
@@ -314,6 +330,18 @@ class MMSR(SequentialRecommender):
         """Rows ``ids`` of the item table (None: all of it), computed for those rows only."""
         weight = self._item_vectors(ids)
         return weight if self.score_scale is None else nn.functional.normalize(weight, dim=-1)
+
+
+@dataclass(frozen=True)
+class FrozenVectors:
+    """Every item's vector under one set of dropped links, valid while the weights do not change."""
+
+    vectors: torch.Tensor
+    dropped: dict[int, np.ndarray]
+
+    def valid_for(self, model: MMSR) -> bool:
+        """Only in eval mode (training draws ID dropout afresh) and under the same dropped links."""
+        return not model.training and model._dropped is self.dropped
 
 
 @dataclass(frozen=True)

@@ -134,3 +134,23 @@ def test_id_drop_trains_items_on_their_content_alone_and_leaves_eval_untouched()
     off = mmsr(data, id_drop_p=0.5, item_content="none").train()
     with torch.no_grad():
         torch.testing.assert_close(off.item_embeddings(), off.item_emb.weight)  # no content: nothing dropped
+
+
+def test_a_frozen_table_projects_content_once_and_scores_as_before() -> None:
+    data = twin_data()
+    model = train_briefly(mmsr(data), data, epochs=2).eval()
+    batch = model.prepare_samples(data, data.splits["test"])
+    projections = []
+    model.content_proj["text"].register_forward_hook(lambda *_: projections.append(1))
+    with torch.no_grad():
+        plain = model.full_sort_predict(batch)
+        with model.drop_modality_links("text", 0.5, seed=0):
+            dropped = model.full_sort_predict(batch)
+        projections.clear()
+        with model.frozen_item_table() as table:
+            frozen = model.full_sort_predict(batch, table)
+            assert len(projections) == 1  # the table's; the graph's item nodes take its rows
+            with model.drop_modality_links("text", 0.5, seed=0):  # other links: the table steps aside
+                dropped_inside = model.full_sort_predict(batch)
+    torch.testing.assert_close(frozen, plain)
+    torch.testing.assert_close(dropped_inside, dropped)
