@@ -24,8 +24,8 @@ log = logging.getLogger(__name__)
 #: the largest float32 score matrix one block may hold: rows per block shrink as the catalogue grows
 SCORE_BLOCK_BYTES = 256 * 2**20
 #: users per scoring block by device type: on a CPU a smaller block keeps the score matrix and the
-#: graph's per-node tensors nearer the caches (Beauty, one thread: 512 users score 1.2-1.4x faster
-#: than 1,024); an accelerator wants large blocks
+#: graph's per-node tensors nearer the caches (Beauty, one thread, beside two training runs: 512
+#: users scored 1.2-1.4x faster than 1,024, 256 about 1.1x); an accelerator wants large blocks
 BLOCK_USERS = {"cpu": 512}
 DEFAULT_BLOCK_USERS = 1024
 
