@@ -24,11 +24,15 @@ def train_samples(data: SequenceData, max_samples: int | None = None, seed: int 
     """The 'train' split's samples; with ``max_samples`` a seeded subsample of them (smoke runs)."""
     if "train" not in data.splits or len(data.splits["train"]) == 0:
         raise ValueError("training needs a non-empty 'train' split")
-    samples = data.splits["train"]
-    if max_samples is not None and max_samples < len(samples):
-        keep = np.sort(np.random.default_rng(seed).choice(len(samples), max_samples, replace=False))
-        samples = TargetSet(samples.users[keep], samples.positions[keep])
-    return samples
+    return subsample(data.splits["train"], max_samples, seed)
+
+
+def subsample(targets: TargetSet, n: int | None, seed: int) -> TargetSet:
+    """A seeded sample of ``n`` of ``targets`` in their order (all of them when ``n`` is None or larger)."""
+    if n is None or n >= len(targets):
+        return targets
+    keep = np.sort(np.random.default_rng(seed).choice(len(targets), n, replace=False))
+    return TargetSet(targets.users[keep], targets.positions[keep])
 
 
 def epoch_order(

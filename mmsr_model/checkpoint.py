@@ -50,6 +50,10 @@ RUN_CONTROLS = frozenset(
         "refit",  # runs after the checkpointed loop has ended; it does not change what the loop learns
     }
 )
+#: TrainConfig fields added after checkpoints were first keyed, with their default: at that
+#: default they stay out of the key, so an upgrade does not orphan the checkpoint of a run that
+#: never set them (a retry after the upgrade still resumes it)
+LATER_SETTINGS: dict[str, Any] = {"max_valid_samples": None}
 
 
 @dataclass
@@ -86,7 +90,11 @@ def checkpoint_file(
     directory: str | Path, config_fields: dict[str, Any], data: SequenceData
 ) -> CheckpointFile:
     """``<directory>/<model>-<hash of the learning settings and the data>.pt``."""
-    learning = {k: v for k, v in sorted(config_fields.items()) if k not in RUN_CONTROLS}
+    learning = {
+        k: v
+        for k, v in sorted(config_fields.items())
+        if k not in RUN_CONTROLS and not (k in LATER_SETTINGS and v == LATER_SETTINGS[k])
+    }
     key = json.dumps({"config": learning, "data": data_signature(data)}, sort_keys=True, default=repr)
     name = f"{config_fields['model']}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
     return CheckpointFile(Path(directory) / name, key)

@@ -43,6 +43,12 @@ class TrainingConfig(BaseModel):
     )
     negatives: int = Field(256, ge=1, description="negatives per batch for sampled_softmax")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the cross-entropy")
+    max_valid_samples: int | None = Field(
+        None,
+        ge=1,
+        description="validate every epoch on the same seeded sample of this many valid targets "
+        "(None: all of them); bounds validation's cost, which grows with users x items",
+    )
     device: str = Field("auto", description="'auto' (CUDA when present), 'cpu' or 'cuda[:N]'")
 
 

@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mmsr_model.base import SequentialRecommender
-from mmsr_model.batching import train_samples
+from mmsr_model.batching import subsample, train_samples
 from mmsr_model.checkpoint import (
     CheckpointFile,
     LoopState,
@@ -82,6 +82,7 @@ class TrainConfig:
     label_smoothing: float = _DEFAULTS.label_smoothing
     device: str = _DEFAULTS.device  # autocast (bf16, else fp16 + GradScaler) on CUDA; CPU stays float32
     max_train_samples: int | None = None  # seeded subsample of the train samples (smoke runs)
+    max_valid_samples: int | None = _DEFAULTS.max_valid_samples
     prefetch: bool = True  # build the next batch in a background thread during the step
     time_budget_s: float | None = None  # stop after the epoch that passes this much training time
     # batch histories of similar length together (None: the model's ``batches_by_length``)
@@ -153,7 +154,7 @@ def train(
             model, config, selection_data, samples, history, device, started, on_epoch_end
         )
     else:  # Pop: one "epoch" of validation only
-        record = {"epoch": 1.0, **_validate(model, data, config, device)}
+        record = {"epoch": 1.0, **_validate(model, selection_data, config, device)}
         record["seconds"] = record["val_seconds"]
         _finish_epoch(record, history, on_epoch_end)
         history.best_epoch, history.best_val = 1, _val_part(record)
@@ -255,7 +256,16 @@ def refit(config: TrainConfig, data: SequenceData, history: TrainHistory) -> Seq
 
 
 def _training_share(config: TrainConfig, data: SequenceData) -> tuple[TargetSet, SequenceData]:
-    """The samples to train on and the data to validate on: all of them, or a warm night's share."""
+    """The samples to train on and the data to validate on (``max_valid_samples`` of its targets)."""
+    samples, validating = _warm_share(config, data)
+    if "valid" in validating.splits and config.max_valid_samples is not None:
+        valid = subsample(validating.splits["valid"], config.max_valid_samples, config.seed)
+        validating = replace(validating, splits=dict(validating.splits, valid=valid))
+    return samples, validating
+
+
+def _warm_share(config: TrainConfig, data: SequenceData) -> tuple[TargetSet, SequenceData]:
+    """All of the samples and valid targets, or a warm night's share of them."""
     samples = train_samples(data, config.max_train_samples, config.seed)
     if config.warm_trained_upto is None:
         return samples, data

@@ -104,6 +104,10 @@ def test_new_learning_settings_or_data_start_a_new_file(tmp_path: Path) -> None:
         assert checkpoint_file(tmp_path, fields | run_control, data).path == path
     for learning in ({"lr": 0.01}, {"seed": 7}, {"model_params": {"hidden_size": 32}}, {"batch_size": 8}):
         assert checkpoint_file(tmp_path, fields | learning, data).path != path
+    # a setting added later keys only when set: files of runs written before it still resume
+    before = {k: v for k, v in fields.items() if k != "max_valid_samples"}
+    assert checkpoint_file(tmp_path, before, data).path == path
+    assert checkpoint_file(tmp_path, fields | {"max_valid_samples": 10}, data).path != path
     other = chain_data(n_users=60, n_items=20, text_codes=6)
     other.sequences[0] = other.sequences[0][::-1].copy()
     assert checkpoint_file(tmp_path, fields, other).path != path

@@ -7,7 +7,7 @@ import torch
 from seqdata import chain_data
 from toy_models import DRIFT_CONFIG, drift_data, train_drift
 
-from mmsr_model import batching
+from mmsr_model import batching, training
 from mmsr_model.evaluation import evaluate
 from mmsr_model.training import TrainConfig, config_for, train
 
@@ -84,6 +84,28 @@ def test_models_without_parameters_get_one_validation_epoch() -> None:
     model, history = train(TrainConfig(model="pop", max_epochs=50), data)
     assert len(history.epochs) == 1 and history.best_epoch == 1
     assert history.best_val == evaluate(model, data, "valid")
+
+
+def test_max_valid_samples_validates_each_epoch_on_one_seeded_sample(monkeypatch: pytest.MonkeyPatch) -> None:
+    data = chain_data(n_users=40, n_items=20)
+    validated: list[tuple] = []
+    validate = training._validate
+
+    def recording(model, data, config, device):  # noqa: ANN001, ANN202
+        targets = data.splits["valid"]
+        validated.append((tuple(targets.users), tuple(targets.positions)))
+        return validate(model, data, config, device)
+
+    monkeypatch.setattr(training, "_validate", recording)
+    config = TrainConfig(model="gru4rec", max_epochs=3, patience=5, max_valid_samples=15, device="cpu")
+    train(config, data)
+    train(replace(config, model="pop"), data)
+    assert len(validated) == 4 and len(set(validated)) == 1 and len(validated[0][0]) == 15
+    valid = data.splits["valid"]
+    assert set(zip(*validated[0], strict=True)) <= set(zip(valid.users, valid.positions, strict=True))
+    validated.clear()
+    train(replace(config, max_valid_samples=None, max_epochs=1), data)
+    assert len(validated[0][0]) == len(valid)
 
 
 def test_config_for_applies_model_defaults_then_changes() -> None:

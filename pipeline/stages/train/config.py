@@ -35,6 +35,7 @@ def train_config(settings: Settings, model: str = "mmsr") -> TrainConfig:
         loss=m.loss,
         negatives=m.negatives,
         label_smoothing=m.label_smoothing,
+        max_valid_samples=m.max_valid_samples,
         eval_ks=EVAL_KS,
         seed=settings.seed,
         device=m.device,
