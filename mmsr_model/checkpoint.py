@@ -50,10 +50,11 @@ RUN_CONTROLS = frozenset(
         "refit",  # runs after the checkpointed loop has ended; it does not change what the loop learns
     }
 )
-#: TrainConfig fields added after checkpoints were first keyed, with their default: at that
-#: default they stay out of the key, so an upgrade does not orphan the checkpoint of a run that
-#: never set them (a retry after the upgrade still resumes it)
+#: TrainConfig fields and model parameters added after checkpoints were first keyed, with their
+#: defaults: at the default they stay out of the key, so an upgrade does not orphan the checkpoint
+#: of a run that never set them (a retry after the upgrade still resumes it)
 LATER_SETTINGS: dict[str, Any] = {"max_valid_samples": None}
+LATER_MODEL_PARAMS: dict[str, Any] = {"content_dim": None}
 
 
 @dataclass
@@ -91,13 +92,18 @@ def checkpoint_file(
 ) -> CheckpointFile:
     """``<directory>/<model>-<hash of the learning settings and the data>.pt``."""
     learning = {
-        k: v
-        for k, v in sorted(config_fields.items())
-        if k not in RUN_CONTROLS and not (k in LATER_SETTINGS and v == LATER_SETTINGS[k])
+        k: _set_only(v, LATER_MODEL_PARAMS) if k == "model_params" else v
+        for k, v in sorted(_set_only(config_fields, LATER_SETTINGS).items())
+        if k not in RUN_CONTROLS
     }
     key = json.dumps({"config": learning, "data": data_signature(data)}, sort_keys=True, default=repr)
     name = f"{config_fields['model']}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
     return CheckpointFile(Path(directory) / name, key)
+
+
+def _set_only(fields: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
+    """``fields`` without the ``later`` ones that hold their default."""
+    return {k: v for k, v in fields.items() if not (k in later and v == later[k])}
 
 
 def other_runs(file: CheckpointFile) -> list[str]:

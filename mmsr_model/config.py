@@ -116,6 +116,13 @@ class MMSRArchitecture(ModelConfig):
     content_norm: Literal["l2", "whiten"] = Field(
         "l2", description="content vectors are centred, then L2-normalised or PCA-whitened, before projection"
     )
+    content_dim: int | None = Field(
+        None,
+        ge=1,
+        description="with item_content: keep the top principal components of each modality's centred "
+        "content vectors (None: every dimension); projecting the whole catalogue's content is most of a "
+        "training step's arithmetic, and shrinks with it",
+    )
     modality_drop_p: float = Field(
         0.0, ge=0, le=1, description="while training, each item loses each modality's links with this chance"
     )

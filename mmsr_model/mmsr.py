@@ -122,7 +122,7 @@ class MMSR(SequentialRecommender):
             self.content_missing = nn.ParameterDict()
             has_content = np.zeros(n_items, dtype=bool)
             for m in content:
-                vectors, present = content_vectors(item_features[m], config.content_norm)
+                vectors, present = content_vectors(item_features[m], config.content_norm, config.content_dim)
                 has_content |= present
                 self.register_buffer(f"content_{m}", torch.from_numpy(vectors), persistent=False)
                 self.register_buffer(f"content_present_{m}", torch.from_numpy(present), persistent=False)
@@ -353,14 +353,17 @@ class PendingGraphs:
     drops: dict[int, torch.Tensor]
 
 
-def content_vectors(features: np.ndarray, norm: str) -> tuple[np.ndarray, np.ndarray]:
-    """Content vectors centred, then L2-normalised or PCA-whitened (scaled to unit norm on average).
+def content_vectors(features: np.ndarray, norm: str, dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Content vectors centred, cut to their top ``dim`` principal components (None: all), then
+    L2-normalised or PCA-whitened (scaled to unit norm on average).
 
     Returns the vectors (zero rows where the item has none) and the mask of items that have one.
     """
     x = np.asarray(features, dtype=np.float64)
     present = ~np.isnan(x).any(axis=1)
     rows = x[present] - x[present].mean(axis=0) if present.any() else x[present]
+    if dim is not None and dim < rows.shape[1] and len(rows) > 1:
+        rows = rows @ np.linalg.svd(rows, full_matrices=False)[2][:dim].T  # coordinates on the top axes
     if norm == "whiten" and len(rows) > 1:
         _, singular, basis = np.linalg.svd(rows, full_matrices=False)
         std = singular / np.sqrt(len(rows))

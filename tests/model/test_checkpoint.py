@@ -108,6 +108,9 @@ def test_new_learning_settings_or_data_start_a_new_file(tmp_path: Path) -> None:
     before = {k: v for k, v in fields.items() if k != "max_valid_samples"}
     assert checkpoint_file(tmp_path, before, data).path == path
     assert checkpoint_file(tmp_path, fields | {"max_valid_samples": 10}, data).path != path
+    for content_dim, same in ((None, True), (8, False)):
+        params = fields["model_params"] | {"content_dim": content_dim}
+        assert (checkpoint_file(tmp_path, fields | {"model_params": params}, data).path == path) is same
     other = chain_data(n_users=60, n_items=20, text_codes=6)
     other.sequences[0] = other.sequences[0][::-1].copy()
     assert checkpoint_file(tmp_path, fields, other).path != path

@@ -110,6 +110,24 @@ def test_content_vectors_are_centred_and_unit_scaled(norm: str) -> None:
         np.testing.assert_allclose(np.cov(rows.T, bias=True) * 4, np.eye(4), atol=1e-6)
 
 
+@pytest.mark.parametrize("norm", ["l2", "whiten"])
+def test_content_dim_keeps_the_top_principal_components(norm: str) -> None:
+    rng = np.random.default_rng(2)
+    features = rng.normal(size=(300, 2)) @ rng.normal(size=(2, 6)) + 0.01 * rng.normal(size=(300, 6)) + 4.0
+    features[5] = np.nan
+    vectors, present = content_vectors(features, norm, dim=2)
+    assert vectors.shape == (300, 2) and not present[5] and not vectors[5].any()
+    full, _ = content_vectors(features, norm)
+    if norm == "l2":  # two components hold almost all of the variance: items keep their similarities
+        similarities = [v[present] @ v[present][:20].T for v in (vectors, full)]
+        np.testing.assert_allclose(similarities[0], similarities[1], atol=0.02)
+    else:  # whitened within the two kept axes
+        np.testing.assert_allclose(np.cov(vectors[present].T, bias=True) * 2, np.eye(2), atol=1e-6)
+    np.testing.assert_array_equal(content_vectors(features, norm, dim=6)[0], full)  # all kept: unchanged
+    model = mmsr(twin_data(), content_dim=4)
+    assert model.content_proj["text"].weight.shape == (32, 4) and model.content_text.shape == (60, 4)
+
+
 def test_id_drop_trains_items_on_their_content_alone_and_leaves_eval_untouched() -> None:
     data = twin_data()
     model = mmsr(data, id_drop_p=0.5, cold_items="id_and_content")
