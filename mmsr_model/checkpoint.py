@@ -54,7 +54,7 @@ RUN_CONTROLS = frozenset(
 #: defaults: at the default they stay out of the key, so an upgrade does not orphan the checkpoint
 #: of a run that never set them (a retry after the upgrade still resumes it)
 LATER_SETTINGS: dict[str, Any] = {"max_valid_samples": None}
-LATER_MODEL_PARAMS: dict[str, Any] = {"content_dim": None}
+LATER_MODEL_PARAMS: dict[str, Any] = {"content_dim": None, "id_init": "random"}
 
 
 @dataclass

@@ -116,6 +116,12 @@ class MMSRArchitecture(ModelConfig):
     content_norm: Literal["l2", "whiten"] = Field(
         "l2", description="content vectors are centred, then L2-normalised or PCA-whitened, before projection"
     )
+    id_init: Literal["random", "content"] = Field(
+        "random",
+        description="with item_content: ID embeddings start random, or as the top principal components of "
+        "the items' content vectors (modalities side by side) at the random start's scale, so that items "
+        "that read or look alike start close (items without content start random)",
+    )
     content_dim: int | None = Field(
         None,
         ge=1,

@@ -132,6 +132,8 @@ class MMSR(SequentialRecommender):
                 self.content_missing[m] = nn.Parameter(torch.zeros(hidden_size))
             # items whose ID row training may drop (id_drop_p): those with some content to fall back on
             self.register_buffer("has_content", torch.from_numpy(has_content), persistent=False)
+            if config.id_init == "content":
+                self._init_ids_from_content([getattr(self, f"content_{m}").numpy() for m in content])
         self.dropout = nn.Dropout(config.dropout)
         self.readout_dropout = nn.Dropout(config.readout_dropout)
         self._dropped: dict[int, np.ndarray] = {}
@@ -139,6 +141,17 @@ class MMSR(SequentialRecommender):
         self._train_drop_rng = np.random.default_rng(seed)
         # its own stream: batches (and their modality drops) are built in a background thread
         self._id_drop_rng = np.random.default_rng([seed, 1])
+
+    def _init_ids_from_content(self, vectors: list[np.ndarray]) -> None:
+        """ID rows of items with content := their content's top principal components (id_init)."""
+        if not vectors:
+            log.warning("MMSR id_init='content': no content vectors, ID embeddings start random")
+            return
+        start = content_init(
+            np.concatenate(vectors, axis=1), self.has_content.numpy(), self.item_emb.embedding_dim
+        )
+        with torch.no_grad():
+            self.item_emb.weight[self.has_content] = torch.from_numpy(start)
 
     def data_kwargs(self) -> dict[str, Any]:
         return self._data_kwargs
@@ -374,6 +387,18 @@ def content_vectors(features: np.ndarray, norm: str, dim: int | None = None) -> 
     out = np.zeros((len(x), rows.shape[1]), dtype=np.float32)
     out[present] = rows
     return out, present
+
+
+def content_init(vectors: np.ndarray, present: np.ndarray, dim: int) -> np.ndarray:
+    """The ``present`` rows' top ``dim`` principal components (zero-padded when there are fewer), at
+    the random ID start's scale (standard deviation ``dim ** -0.5`` per entry)."""
+    rows = vectors[present].astype(np.float64)
+    rows -= rows.mean(axis=0)
+    _, _, basis = np.linalg.svd(rows, full_matrices=False)
+    coords = np.zeros((len(rows), dim))
+    coords[:, : min(dim, len(basis))] = rows @ basis[:dim].T
+    scale = coords.std()
+    return (coords / scale * dim**-0.5 if scale > 0 else coords).astype(np.float32)
 
 
 def _project_centres(centres: np.ndarray, dim: int, seed: int) -> torch.Tensor:

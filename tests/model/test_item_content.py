@@ -172,3 +172,17 @@ def test_a_frozen_table_projects_content_once_and_scores_as_before() -> None:
                 dropped_inside = model.full_sort_predict(batch)
     torch.testing.assert_close(frozen, plain)
     torch.testing.assert_close(dropped_inside, dropped)
+
+
+def test_content_id_init_starts_alike_items_close_at_the_random_scale() -> None:
+    data = twin_data()
+    random_start, content_start = (
+        mmsr(data, id_init=init).item_emb.weight.detach() for init in ("random", "content")
+    )
+    warm, twins = content_start[:N_WARM], content_start[N_WARM:]
+    has = np.ones(2 * N_WARM, dtype=bool)
+    has[3] = False  # no text vector: it keeps its random row
+    torch.testing.assert_close(content_start[3], random_start[3])
+    near = torch.nn.functional.cosine_similarity(warm, twins)[np.arange(N_WARM) != 3]
+    assert near.min() > 0.9  # a cold twin starts next to the item whose content it shares
+    assert abs(content_start[has].std().item() / random_start.std().item() - 1) < 0.1
