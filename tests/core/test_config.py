@@ -93,7 +93,7 @@ def test_every_mmsr_setting_reaches_the_network() -> None:
         "hidden_size", "num_layers", "dropout", "attn_dropout", "max_len", "update", "fusion",
         "modality_nodes", "modalities", "gate", "readout", "readout_dropout", "norm", "residual",
         "homogeneous_values", "score_scale", "modality_drop_p", "item_content", "cold_items",
-        "content_norm", "id_drop_p", "seed",
+        "content_norm", "content_dim", "id_init", "id_drop_p", "seed",
     }  # fmt: skip
     assert (params["norm"], params["score_scale"], params["residual"]) == ("none", 8.0, False)
 
