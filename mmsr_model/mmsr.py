@@ -327,9 +327,8 @@ class MMSR(SequentialRecommender):
         """The item table computed once, its unnormalised rows reused as the graph's item nodes
         (in eval mode, under the same dropped links), so content is projected once per pass."""
         previous = self._frozen
-        self._frozen = None
-        vectors = self._item_vectors()
-        self._frozen = FrozenVectors(vectors, self._dropped) if not self.training else previous
+        self._frozen = None  # the table is computed afresh, not read from an outer one
+        self._frozen = previous if self.training else FrozenVectors(self._item_vectors(), self._dropped)
         try:
             yield self.item_embeddings()
         finally:
@@ -375,18 +374,24 @@ def content_vectors(features: np.ndarray, norm: str, dim: int | None = None) -> 
     x = np.asarray(features, dtype=np.float64)
     present = ~np.isnan(x).any(axis=1)
     rows = x[present] - x[present].mean(axis=0) if present.any() else x[present]
-    if dim is not None and dim < rows.shape[1] and len(rows) > 1:
-        rows = rows @ np.linalg.svd(rows, full_matrices=False)[2][:dim].T  # coordinates on the top axes
     if norm == "whiten" and len(rows) > 1:
-        _, singular, basis = np.linalg.svd(rows, full_matrices=False)
+        singular, basis = _principal_axes(rows, dim)
         std = singular / np.sqrt(len(rows))
         keep = std > 1e-6 * std.max()
         rows = rows @ basis[keep].T / std[keep] / np.sqrt(keep.sum())
     elif norm == "l2":
+        if dim is not None and dim < rows.shape[1] and len(rows) > 1:
+            rows = rows @ _principal_axes(rows, dim)[1].T  # coordinates on the top axes
         rows = rows / np.linalg.norm(rows, axis=1, keepdims=True).clip(1e-12)
     out = np.zeros((len(x), rows.shape[1]), dtype=np.float32)
     out[present] = rows
     return out, present
+
+
+def _principal_axes(rows: np.ndarray, dim: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """Singular values and principal axes (as rows) of centred ``rows``, the top ``dim`` (None: all)."""
+    _, singular, basis = np.linalg.svd(rows, full_matrices=False)
+    return singular[:dim], basis[:dim]
 
 
 def content_init(vectors: np.ndarray, present: np.ndarray, dim: int) -> np.ndarray:
@@ -394,9 +399,9 @@ def content_init(vectors: np.ndarray, present: np.ndarray, dim: int) -> np.ndarr
     the random ID start's scale (standard deviation ``dim ** -0.5`` per entry)."""
     rows = vectors[present].astype(np.float64)
     rows -= rows.mean(axis=0)
-    _, _, basis = np.linalg.svd(rows, full_matrices=False)
+    basis = _principal_axes(rows, dim)[1]
     coords = np.zeros((len(rows), dim))
-    coords[:, : min(dim, len(basis))] = rows @ basis[:dim].T
+    coords[:, : len(basis)] = rows @ basis.T
     scale = coords.std()
     return (coords / scale * dim**-0.5 if scale > 0 else coords).astype(np.float32)
 
