@@ -3,7 +3,8 @@
 Per round and checkout (the other one first): ``benchmarks/speed.py`` (training samples/s with
 graph building and the step run serially, and its scoring users/s) and ``benchmarks/recommend.py
 --phase score`` (the recommend stage end to end over every Beauty user) on one prepared
-MMSR_HOME. Each run is a fresh interpreter with that checkout first on ``PYTHONPATH``; the
+MMSR_HOME, whose champion the baseline trains (newer code reads an older checkout's model, not
+the reverse). Each run is a fresh interpreter with that checkout first on ``PYTHONPATH``; the
 1-minute load average is recorded with every figure. Results go to
 ``benchmarks/results/side_by_side.{json,md}``, never over the quiet-machine files.
 
@@ -91,7 +92,9 @@ def measure(opts: argparse.Namespace) -> dict[str, Any]:
         log.info(
             "preparing the recommend home: %s",
             _run(
-                ROOT, ["benchmarks/recommend.py", "--phase", "prepare", "--home", home], opts.threads
+                trees["baseline"],
+                ["benchmarks/recommend.py", "--phase", "prepare", "--home", home],
+                opts.threads,
             ).strip(),
         )
         for round_ in range(1, opts.rounds + 1):

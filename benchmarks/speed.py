@@ -204,7 +204,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def write_results(rows: list[dict[str, Any]], out: Path, command: str) -> None:
-    """Merge ``rows`` into speed.json (keyed by device + modalities) and rewrite speed.md."""
+    """Merge ``rows`` into speed.json (keyed by device + modalities) and rewrite speed.md's table."""
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "speed.json"
     runs: dict[str, Any] = json.loads(json_path.read_text()) if json_path.exists() else {}
@@ -265,7 +265,14 @@ def write_results(rows: list[dict[str, Any]], out: Path, command: str) -> None:
         cells = ["+".join(v) or "id-only" if isinstance(v, list) else str(v) for v in values]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Commands and raw fields: `speed.json`."]
-    write_text_atomic(out / "speed.md", "\n".join(lines) + "\n")
+    write_text_atomic(out / "speed.md", "\n".join(lines) + "\n" + _hand_written(out / "speed.md"))
+
+
+def _hand_written(path: Path) -> str:
+    """The sections a person wrote below the table (from the first ``## `` heading on), kept on rewrite."""
+    text = path.read_text() if path.exists() else ""
+    start = text.find("\n## ")
+    return "" if start < 0 else text[start:]
 
 
 def main() -> None:

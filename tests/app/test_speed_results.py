@@ -1,0 +1,20 @@
+"""speed.py rewrites its table from speed.json and keeps what a person wrote below it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from benchmarks.speed import write_results
+
+ROW = {"device": "cpu", "torch_threads": 1, "modalities": ["text"], "users": 10, "train_samples_per_s": 5.0}
+
+
+def test_a_rerun_replaces_its_row_and_keeps_the_hand_written_reading(tmp_path: Path) -> None:
+    write_results([ROW], tmp_path, "first")
+    md = tmp_path / "speed.md"
+    md.write_text(md.read_text() + "\n## Reading\n\nBy hand.\n")
+    write_results([{**ROW, "train_samples_per_s": 7.0}], tmp_path, "second")
+    text = md.read_text()
+    assert text.endswith("\n## Reading\n\nBy hand.\n") and text.count("## Reading") == 1
+    table = [line for line in text.splitlines() if line.startswith("| cpu")]
+    assert len(table) == 1 and "| 7.0 |" in table[0]
