@@ -42,7 +42,13 @@ class TrainingConfig(BaseModel):
         "full_softmax", description="cross-entropy over every item, or over uniformly sampled negatives"
     )
     negatives: int = Field(256, ge=1, description="negatives per batch for sampled_softmax")
-    label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the cross-entropy")
+    label_smoothing: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description="label smoothing of the cross-entropy; 0.1 validates above 0 for MMSR on Beauty over "
+        "three seeds (the baselines keep 0, their published setting)",
+    )
     max_valid_samples: int | None = Field(
         None,
         ge=1,

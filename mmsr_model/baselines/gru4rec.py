@@ -20,7 +20,11 @@ class GRU4Rec(PaddedSequenceModel):
     """Recurrent next-item model over the item history."""
 
     name = "gru4rec"
-    default_train_overrides: ClassVar[dict[str, Any]] = {"lr": 0.001, "batch_size": 256}
+    default_train_overrides: ClassVar[dict[str, Any]] = {
+        "lr": 0.001,
+        "batch_size": 256,
+        "label_smoothing": 0.0,
+    }
 
     config_class = GRU4RecConfig
     config: GRU4RecConfig

@@ -74,7 +74,11 @@ class SASRec(PaddedSequenceModel):
     """Causal self-attention over the item history; readout at the last real item."""
 
     name = "sasrec"
-    default_train_overrides: ClassVar[dict[str, Any]] = {"lr": 0.001, "batch_size": 256}
+    default_train_overrides: ClassVar[dict[str, Any]] = {
+        "lr": 0.001,
+        "batch_size": 256,
+        "label_smoothing": 0.0,
+    }
 
     config_class = SASRecConfig
     config: SASRecConfig

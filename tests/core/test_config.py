@@ -61,6 +61,15 @@ def test_refit_is_on_by_default_and_reaches_every_models_training(monkeypatch) -
     assert not train_config(settings).refit and not train_config(settings, "sasrec").refit
 
 
+def test_label_smoothing_is_mmsrs_alone(monkeypatch) -> None:
+    """MMSR's validated 0.1 (and any override of it) leaves the baselines on plain cross-entropy."""
+    assert train_config(load_settings()).label_smoothing == 0.1
+    monkeypatch.setenv("MMSR_MODEL__LABEL_SMOOTHING", "0.2")
+    settings = load_settings()
+    assert train_config(settings).label_smoothing == 0.2
+    assert [train_config(settings, name).label_smoothing for name in ("sasrec", "gru4rec")] == [0.0, 0.0]
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [

@@ -64,7 +64,11 @@ def test_sasrec_defaults_follow_recbole() -> None:
     kw = model.init_kwargs
     assert (kw["hidden_size"], kw["num_layers"], kw["num_heads"], kw["inner_size"]) == (64, 2, 2, 256)
     assert (kw["dropout"], kw["attn_dropout"], kw["layer_norm_eps"], kw["max_len"]) == (0.5, 0.5, 1e-12, 50)
-    assert model_class("sasrec").default_train_overrides == {"lr": 0.001, "batch_size": 256}
+    assert model_class("sasrec").default_train_overrides == {
+        "lr": 0.001,
+        "batch_size": 256,
+        "label_smoothing": 0.0,
+    }
     gru = build_model("gru4rec", chain_data(n_users=5, n_items=20)).init_kwargs
     assert (gru["embedding_size"], gru["hidden_size"], gru["num_layers"], gru["dropout"]) == (64, 128, 1, 0.3)
 
