@@ -14,7 +14,8 @@ speed depends on graph and table sizes, not on what the codes and vectors mean. 
 Each row also says how far the model step and the scoring are from their arithmetic
 (``benchmarks/arithmetic.py``: FLOPs counted on one step and on the scored users, against this
 machine's float32 GEMM peak with the same threads). ``--loss sampled_softmax`` times that
-objective (its negatives' rows of the item table only) instead of the full softmax.
+objective (its negatives' rows of the item table only) instead of the full softmax;
+``--content-dim K`` keeps the content vectors' top K principal axes (MMSR's ``content_dim``).
 
 Results go to ``benchmarks/results/speed.{json,md}`` (``--out`` to change).
 """
@@ -104,7 +105,12 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         time.perf_counter() - t0,
     )
     model = MMSR.from_data(
-        data, modalities=args.modalities, max_len=50, hidden_size=args.hidden, seed=args.seed
+        data,
+        modalities=args.modalities,
+        max_len=50,
+        hidden_size=args.hidden,
+        content_dim=args.content_dim,
+        seed=args.seed,
     )
     model.to(device).train()
     # the production trainer: Adam with the default TrainConfig, autocast on CUDA only
@@ -170,7 +176,9 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "train_samples": len(train),
         "modalities": args.modalities,
         "codes": "random c=30 k=3",
-        "content": "random 384-d" if model.config.item_content == "add" else "none",
+        "content": "none"
+        if model.config.item_content == "none"
+        else "random 384-d" + (f", top {args.content_dim} PCs" if args.content_dim else ""),
         "hidden_size": args.hidden,
         "batch_size": args.batch_size,
         "timed_steps": timed,
@@ -213,6 +221,8 @@ def write_results(rows: list[dict[str, Any]], out: Path, command: str) -> None:
         key = f"{row['device']}|threads={row['torch_threads']}|{mods}|{row['users']}"
         if row.get("objective", "full_softmax") != "full_softmax":
             key += f"|{row['objective']}"
+        if "PCs" in row.get("content", ""):
+            key += f"|{row['content']}"
         runs[key] = {
             **row,
             "command": command,
@@ -289,6 +299,9 @@ def main() -> None:
     parser.add_argument("--modality-sets", default="text;text,image", help="';'-separated modality lists")
     parser.add_argument("--loss", default="full_softmax", choices=["full_softmax", "sampled_softmax"])
     parser.add_argument("--negatives", type=int, default=1024, help="negatives per batch for sampled_softmax")
+    parser.add_argument(
+        "--content-dim", type=int, default=None, help="MMSR's content_dim (kept principal axes)"
+    )
     parser.add_argument("--seed", type=int, default=2023)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
