@@ -174,8 +174,9 @@ def save_checkpoint(file: CheckpointFile, trainee: Trainee, state: LoopState) ->
     return write_atomically(file.path, lambda tmp: torch.save(payload, tmp))
 
 
-def load_checkpoint(path: Path, trainee: Trainee) -> LoopState | None:
-    """Restore ``trainee`` from ``path`` and return the loop's state; ``None`` when there is no file."""
+def load_checkpoint(file: CheckpointFile, trainee: Trainee) -> LoopState | None:
+    """Restore ``trainee`` from ``file`` and return the loop's state; ``None`` when there is no file."""
+    path = file.path
     if not path.exists():
         return None
     payload = torch.load(path, map_location="cpu", weights_only=True)

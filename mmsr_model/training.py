@@ -326,17 +326,16 @@ def _resume(
     """The saved loop state with ``trainee`` and ``history`` restored; ``None`` for a fresh run."""
     if checkpoint is None:
         return None
-    path = checkpoint.path
-    state = load_checkpoint(path, trainee)
+    state = load_checkpoint(checkpoint, trainee)
     if state is None:
         for reason in other_runs(checkpoint):
             log.warning("not resuming %s", reason)
-        log.info("checkpointing every epoch to %s", path)
+        log.info("checkpointing every epoch to %s", checkpoint.path)
         return None
     saved = TrainHistory(**state.history)
     history.epochs, history.best_epoch, history.best_val = saved.epochs, saved.best_epoch, saved.best_val
     history.seconds = saved.seconds
-    log.info("resumed from %s after epoch %d (best epoch %d)", path, state.epoch, saved.best_epoch)
+    log.info("resumed from %s after epoch %d (best epoch %d)", checkpoint.path, state.epoch, saved.best_epoch)
     if on_epoch_end is not None:  # a new tracking run gets the whole curve
         for record in history.epochs:
             on_epoch_end(dict(record))
