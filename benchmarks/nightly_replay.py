@@ -343,6 +343,7 @@ def _warm_schedule(overrides: dict[str, Any]) -> dict[str, Any]:
         "warm_max_epochs",
         "warm_patience",
         "warm_replay_fraction",
+        "warm_new_repeats",
         "warm_lr_scale",
         "full_retrain_every_days",
     )

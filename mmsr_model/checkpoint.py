@@ -53,7 +53,7 @@ RUN_CONTROLS = frozenset(
 #: TrainConfig fields and model parameters added after checkpoints were first keyed, with their
 #: defaults: at the default they stay out of the key, so an upgrade does not orphan the checkpoint
 #: of a run that never set them (a retry after the upgrade still resumes it)
-LATER_SETTINGS: dict[str, Any] = {"max_valid_samples": None}
+LATER_SETTINGS: dict[str, Any] = {"max_valid_samples": None, "new_repeats": 1}
 LATER_MODEL_PARAMS: dict[str, Any] = {"content_dim": None, "id_init": "random"}
 
 

@@ -7,7 +7,9 @@ users and forget the rest. So a warm night trains on every sample whose target t
 older model has not trained on, plus a seeded random ``replay_fraction`` of the
 older ones, and validates only on the valid targets the older model has not
 trained on (a refit older model has learned last night's valid targets, so they
-no longer measure anything).
+no longer measure anything). With :func:`repeat_unlearned` the new samples appear
+several times per epoch: a night's few new interactions are otherwise a small share
+of each epoch's steps.
 
 After a refit older model, the selection run can have nothing new to train on: an
 active user's new interaction only moves an already learned target into train, and
@@ -64,6 +66,16 @@ def incremental_samples(samples: TargetSet, upto: np.ndarray, replay_fraction: f
     keep = np.sort(np.concatenate([np.flatnonzero(new), replay]))
     log.info("incremental samples: %d new, %d of %d learned replayed", int(new.sum()), n_replay, len(learned))
     return TargetSet(samples.users[keep], samples.positions[keep])
+
+
+def repeat_unlearned(samples: TargetSet, upto: np.ndarray, repeats: int) -> TargetSet:
+    """``samples`` with every unlearned one ``repeats`` times, so that an epoch of a warm night
+    steps through tonight's interactions as often as the replay's larger share (1: once)."""
+    if repeats == 1:
+        return samples
+    times = np.where(_unlearned(samples, upto), repeats, 1)
+    log.info("unlearned samples repeated %d times: %d samples per epoch", repeats, int(times.sum()))
+    return TargetSet(np.repeat(samples.users, times), np.repeat(samples.positions, times))
 
 
 def has_unlearned(targets: TargetSet, upto: np.ndarray) -> bool:

@@ -48,6 +48,7 @@ from mmsr_model.incremental import (
     has_unlearned,
     incremental_samples,
     lend_valid_targets,
+    repeat_unlearned,
     with_unlearned_valid,
 )
 from mmsr_model.metrics import metric_names
@@ -97,6 +98,8 @@ class TrainConfig:
     # train on what it did not learn plus ``replay_fraction`` of the rest (mmsr_model.incremental)
     warm_trained_upto: str | None = None
     replay_fraction: float = 0.1
+    # with warm_trained_upto: each unlearned training sample appears this many times per epoch
+    new_repeats: int = 1
     # with warm_trained_upto: when selection has no unlearned train sample, it trains on this seeded
     # share of the unlearned valid targets and validates on the rest (0: validates on all of them)
     lend_valid_share: float = 0.0
@@ -271,13 +274,13 @@ def _warm_share(config: TrainConfig, data: SequenceData) -> tuple[TargetSet, Seq
         return samples, data
     upto = np.load(config.warm_trained_upto)
     focused = incremental_samples(samples, upto, config.replay_fraction, config.seed)
-    if "valid" not in data.splits:  # a refit
-        return focused, data
-    validating = with_unlearned_valid(data, upto)
-    nothing_new = not has_unlearned(focused, upto) and has_unlearned(validating.splits["valid"], upto)
-    if config.lend_valid_share > 0 and nothing_new:
-        return lend_valid_targets(focused, validating, config.lend_valid_share, config.seed)
-    return focused, validating
+    validating = data
+    if "valid" in data.splits:  # selection (a refit trains on the valid targets too)
+        validating = with_unlearned_valid(data, upto)
+        nothing_new = not has_unlearned(focused, upto) and has_unlearned(validating.splits["valid"], upto)
+        if (share := config.lend_valid_share) > 0 and nothing_new:
+            focused, validating = lend_valid_targets(focused, validating, share, config.seed)
+    return repeat_unlearned(focused, upto, config.new_repeats), validating
 
 
 def _initial_model(config: TrainConfig, data: SequenceData, device: torch.device) -> SequentialRecommender:

@@ -176,6 +176,12 @@ class Settings(BaseSettings):
         "of those it has (each epoch then costs about this share of a cold one); it validates on the valid "
         "targets the champion has not learned",
     )
+    warm_new_repeats: int = Field(
+        1,
+        ge=1,
+        description="each sample the champion has not learned appears this many times in a warm night's "
+        "epoch: tonight's few new interactions are otherwise a small share of the replay-dominated steps",
+    )
     warm_lend_valid_share: float = Field(
         0.5,
         ge=0,

@@ -13,6 +13,7 @@ from mmsr_model.data import SequenceData, TargetSet
 from mmsr_model.incremental import (
     incremental_samples,
     lend_valid_targets,
+    repeat_unlearned,
     trained_upto,
     with_unlearned_valid,
 )
@@ -144,3 +145,30 @@ def test_a_selection_with_nothing_new_to_train_on_borrows_unlearned_valid_target
     assert ("selection trains on" in caplog.text) is lends
     _, without = train(config, tonight)
     assert without.n_train_samples == len(selection)
+
+
+def test_unlearned_samples_repeat_and_learned_ones_do_not() -> None:
+    before, tonight = _nights()
+    upto = trained_upto(before, with_valid=True)
+    merged = tonight.with_valid_in_train().splits["train"]
+    share = incremental_samples(merged, upto, 0.25, seed=1)
+    new = _pairs(incremental_samples(merged, upto, 0.0, seed=1))
+    repeated = repeat_unlearned(share, upto, 3)
+    counts: dict[tuple[int, int], int] = {}
+    for pair in zip(repeated.users.tolist(), repeated.positions.tolist(), strict=True):
+        counts[pair] = counts.get(pair, 0) + 1
+    assert counts == {pair: 3 if pair in new else 1 for pair in _pairs(share)}
+    assert repeat_unlearned(share, upto, 1) is share
+
+
+def test_a_warm_run_steps_through_its_new_samples_repeatedly_in_selection_and_refit(tmp_path: Path) -> None:
+    before, tonight = _nights()
+    config = TrainConfig(model="gru4rec", model_params=GRU, max_epochs=1, refit=True, seed=3)
+    warm, upto = _warm_from(before, tmp_path, config)
+    _, once = train(warm, tonight)
+    _, thrice = train(replace(warm, new_repeats=3), tonight)
+    merged = tonight.with_valid_in_train().splits["train"]
+    new_in_selection = len(incremental_samples(tonight.splits["train"], upto, 0.0, seed=3))
+    new_in_refit = len(incremental_samples(merged, upto, 0.0, seed=3))
+    assert thrice.n_train_samples == once.n_train_samples + 2 * new_in_selection
+    assert thrice.refit_samples == once.refit_samples + 2 * new_in_refit

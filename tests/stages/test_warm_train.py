@@ -153,7 +153,9 @@ def test_a_shrunk_id_map_or_a_broken_champion_trains_cold_without_crashing(
 
 
 def test_a_warm_night_trains_at_the_scaled_learning_rate_on_the_warm_schedule(tmp_path: Path) -> None:
-    settings = _settings(tmp_path, warm_lr_scale=0.25, warm_replay_fraction=0.3, warm_lend_valid_share=0.4)
+    settings = _settings(
+        tmp_path, warm_lr_scale=0.25, warm_replay_fraction=0.3, warm_lend_valid_share=0.4, warm_new_repeats=3
+    )
     cold = WarmPlan(mode="cold", reason="no champion", full_retrain_date=NIGHT_0)
     warm = WarmPlan(
         mode="warm",
@@ -169,6 +171,6 @@ def test_a_warm_night_trains_at_the_scaled_learning_rate_on_the_warm_schedule(tm
     assert tonight.lr == pytest.approx(0.25 * base.lr)
     assert (tonight.warm_start_from, tonight.warm_trained_upto) == ("mmsr.pt", "trained_upto.npy")
     schedule = (tonight.replay_fraction, tonight.lend_valid_share, tonight.max_epochs, tonight.patience)
-    assert schedule == (0.3, 0.4, 2, 1)
+    assert schedule == (0.3, 0.4, 2, 1) and (tonight.new_repeats, base.new_repeats) == (3, 1)
     baseline = night_config(settings, "gru4rec", warm, tmp_path)  # no weights in the plan: cold
     assert baseline == night_config(settings, "gru4rec", cold, tmp_path)

@@ -173,6 +173,7 @@ def night_config(settings: Settings, name: str, plan: WarmPlan, checkpoints: Pat
         warm_start_from=plan.weights[name],
         warm_trained_upto=plan.trained_upto,
         replay_fraction=settings.warm_replay_fraction,
+        new_repeats=settings.warm_new_repeats,
         lend_valid_share=settings.warm_lend_valid_share,
         lr=config.lr * settings.warm_lr_scale,
         max_epochs=settings.warm_max_epochs,
