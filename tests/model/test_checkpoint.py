@@ -105,9 +105,10 @@ def test_new_learning_settings_or_data_start_a_new_file(tmp_path: Path) -> None:
     for learning in ({"lr": 0.01}, {"seed": 7}, {"model_params": {"hidden_size": 32}}, {"batch_size": 8}):
         assert checkpoint_file(tmp_path, fields | learning, data).path != path
     # a setting added later keys only when set: files of runs written before it still resume
-    before = {k: v for k, v in fields.items() if k != "max_valid_samples"}
-    assert checkpoint_file(tmp_path, before, data).path == path
-    assert checkpoint_file(tmp_path, fields | {"max_valid_samples": 10}, data).path != path
+    for later, value in (("max_valid_samples", 10), ("new_repeats", 3)):
+        before = {k: v for k, v in fields.items() if k != later}
+        assert checkpoint_file(tmp_path, before, data).path == path
+        assert checkpoint_file(tmp_path, fields | {later: value}, data).path != path
     for content_dim, same in ((None, True), (8, False)):
         params = fields["model_params"] | {"content_dim": content_dim}
         assert (checkpoint_file(tmp_path, fields | {"model_params": params}, data).path == path) is same
