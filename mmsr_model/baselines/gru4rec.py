@@ -7,8 +7,6 @@ to 64; readout at the last real item; scores are dot products with the
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
 import torch
 from torch import nn
 
@@ -20,11 +18,6 @@ class GRU4Rec(PaddedSequenceModel):
     """Recurrent next-item model over the item history."""
 
     name = "gru4rec"
-    default_train_overrides: ClassVar[dict[str, Any]] = {
-        "lr": 0.001,
-        "batch_size": 256,
-        "label_smoothing": 0.0,
-    }
 
     config_class = GRU4RecConfig
     config: GRU4RecConfig

@@ -9,8 +9,6 @@ RecBole trains it with Adam lr 0.001; batch 256 is the issue's standard.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -74,11 +72,6 @@ class SASRec(PaddedSequenceModel):
     """Causal self-attention over the item history; readout at the last real item."""
 
     name = "sasrec"
-    default_train_overrides: ClassVar[dict[str, Any]] = {
-        "lr": 0.001,
-        "batch_size": 256,
-        "label_smoothing": 0.0,
-    }
 
     config_class = SASRecConfig
     config: SASRecConfig
