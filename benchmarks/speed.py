@@ -176,6 +176,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         "train_samples": len(train),
         "modalities": args.modalities,
         "codes": "random c=30 k=3",
+        "content_dim": args.content_dim,
         "content": "none"
         if model.config.item_content == "none"
         else "random 384-d" + (f", top {args.content_dim} PCs" if args.content_dim else ""),
@@ -221,8 +222,8 @@ def write_results(rows: list[dict[str, Any]], out: Path, command: str) -> None:
         key = f"{row['device']}|threads={row['torch_threads']}|{mods}|{row['users']}"
         if row.get("objective", "full_softmax") != "full_softmax":
             key += f"|{row['objective']}"
-        if "PCs" in row.get("content", ""):
-            key += f"|{row['content']}"
+        if row.get("content_dim"):
+            key += f"|content_dim={row['content_dim']}"
         runs[key] = {
             **row,
             "command": command,

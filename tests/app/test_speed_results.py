@@ -18,3 +18,9 @@ def test_a_rerun_replaces_its_row_and_keeps_the_hand_written_reading(tmp_path: P
     assert text.endswith("\n## Reading\n\nBy hand.\n") and text.count("## Reading") == 1
     table = [line for line in text.splitlines() if line.startswith("| cpu")]
     assert len(table) == 1 and "| 7.0 |" in table[0]
+
+
+def test_a_content_dim_row_sits_beside_the_full_content_row(tmp_path: Path) -> None:
+    write_results([ROW, {**ROW, "content_dim": 64, "train_samples_per_s": 9.0}], tmp_path, "both")
+    table = [line for line in (tmp_path / "speed.md").read_text().splitlines() if line.startswith("| cpu")]
+    assert len(table) == 2
