@@ -169,7 +169,7 @@ FROZEN_LOSSES = {
 
 
 @pytest.mark.parametrize("variant", sorted(FROZEN_LOSSES))
-def test_training_losses_equal_the_replaced_code_bit_for_bit(variant: str) -> None:
+def test_training_losses_match_the_replaced_code(variant: str) -> None:
     data = data_with_codes()
     data.item_features = {}
     modalities = ["text", "image"] if variant == "codes" else []
@@ -184,7 +184,9 @@ def test_training_losses_equal_the_replaced_code_bit_for_bit(variant: str) -> No
     )
     _, history = train(config, data)
     got = [(e["train_loss"], e["val_ndcg_at_10"]) for e in history.epochs]
-    assert got == FROZEN_LOSSES[variant]
+    # equal to the last few bits: float32 kernels round differently on other CPUs (an AMD EPYC
+    # moves the first loss by 6e-9), while any change to the maths moves it by far more
+    assert got == [pytest.approx(pair, rel=1e-7) for pair in FROZEN_LOSSES[variant]]
 
 
 @pytest.mark.shared_data
