@@ -147,6 +147,10 @@ class SequentialRecommender(nn.Module, ABC):
         """
         return None
 
+    def inherit_transforms(self, source: SequentialRecommender) -> None:
+        """Adopt ``source``'s data-fitted input transforms after its weights were copied in (a
+        warm start), so that the weights read the inputs as they did; nothing by default."""
+
     def random_streams(self) -> dict[str, np.random.Generator]:
         """Random generators the model draws from while training (a checkpoint saves their state)."""
         return {}

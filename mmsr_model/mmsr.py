@@ -32,13 +32,16 @@ from mmsr_model.layers import HANLayer
 
 log = logging.getLogger(__name__)
 
+#: a modality's content frame (:func:`fit_content_frame`): "mean", "axes" and "std" (None when unused)
+ContentFrame = dict[str, np.ndarray | None]
+
 
 class MMSR(SequentialRecommender):
     """The multimodal sequential recommender of docs/model.md."""
 
     name = "mmsr"
     config_class = MMSRConfig
-    data_kwarg_names = ("item_codes", "code_centres", "item_features", "item_train_counts")
+    data_kwarg_names = ("item_codes", "code_centres", "item_features", "item_train_counts", "content_frames")
     has_modality_links = True
     item_tables = ("item_emb.weight",)
     #: files saved before a switch existed load as they were trained: a layer norm and residuals
@@ -59,6 +62,7 @@ class MMSR(SequentialRecommender):
         code_centres: dict[str, np.ndarray] | None = None,
         item_features: dict[str, np.ndarray] | None = None,
         item_train_counts: np.ndarray | None = None,
+        content_frames: dict[str, ContentFrame] | None = None,
     ) -> None:
         config = MMSRConfig() if config is None else config
         # modalities in node-type order, whatever order they were asked for in
@@ -121,8 +125,11 @@ class MMSR(SequentialRecommender):
             self.content_proj = nn.ModuleDict()
             self.content_missing = nn.ParameterDict()
             has_content = np.zeros(n_items, dtype=bool)
+            given, norm, dim = content_frames or {}, config.content_norm, config.content_dim
+            frames = {m: given.get(m) or fit_content_frame(item_features[m], norm, dim) for m in content}
+            self._data_kwargs["content_frames"] = frames
             for m in content:
-                vectors, present = content_vectors(item_features[m], config.content_norm, config.content_dim)
+                vectors, present = content_vectors(item_features[m], config.content_norm, frames[m])
                 has_content |= present
                 self.register_buffer(f"content_{m}", torch.from_numpy(vectors), persistent=False)
                 self.register_buffer(f"content_present_{m}", torch.from_numpy(present), persistent=False)
@@ -155,6 +162,19 @@ class MMSR(SequentialRecommender):
 
     def data_kwargs(self) -> dict[str, Any]:
         return self._data_kwargs
+
+    def inherit_transforms(self, source: SequentialRecommender) -> None:
+        """Project today's content with ``source``'s frames, so its content weights keep their meaning.
+
+        A frame's centre and principal axes are fitted on the catalogue: refitted on a grown one,
+        the axes turn (or flip sign) under the copied projection.
+        """
+        frames = source.data_kwargs().get("content_frames", {})
+        features = self._data_kwargs["item_features"]
+        for m in self.content_proj:
+            vectors, _ = content_vectors(features[m], self.config.content_norm, frames[m])
+            getattr(self, f"content_{m}").copy_(torch.from_numpy(vectors))
+        self._data_kwargs["content_frames"] = {m: frames[m] for m in self.content_proj}
 
     def _check_codes(self, modality: str, codes: np.ndarray, centres: np.ndarray) -> np.ndarray:
         codes = np.asarray(codes, dtype=np.int64)
@@ -365,23 +385,41 @@ class PendingGraphs:
     drops: dict[int, torch.Tensor]
 
 
-def content_vectors(features: np.ndarray, norm: str, dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Content vectors centred, cut to their top ``dim`` principal components (None: all), then
-    L2-normalised or PCA-whitened (scaled to unit norm on average).
+def fit_content_frame(features: np.ndarray, norm: str, dim: int | None = None) -> ContentFrame:
+    """The centre of the items' content vectors and, when ``dim`` is set or ``norm`` is
+    "whiten", their top principal axes (as rows; whiten: with their standard deviations)."""
+    x = np.asarray(features, dtype=np.float64)
+    rows = x[~np.isnan(x).any(axis=1)]
+    frame: ContentFrame = {
+        "mean": rows.mean(axis=0) if len(rows) else np.zeros(x.shape[1]),
+        "axes": None,
+        "std": None,
+    }
+    rows = rows - frame["mean"]
+    if norm == "whiten" and len(rows) > 1:
+        singular, basis = _principal_axes(rows, dim)
+        std = singular / np.sqrt(len(rows))
+        keep = std > 1e-6 * std.max()
+        frame["axes"], frame["std"] = basis[keep], std[keep]
+    elif norm == "l2" and dim is not None and dim < rows.shape[1] and len(rows) > 1:
+        frame["axes"] = _principal_axes(rows, dim)[1]
+    return frame
+
+
+def content_vectors(features: np.ndarray, norm: str, frame: ContentFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Content vectors in ``frame`` (:func:`fit_content_frame`): centred, on its axes when it has
+    them, then L2-normalised or whitened (scaled to unit norm on average).
 
     Returns the vectors (zero rows where the item has none) and the mask of items that have one.
     """
     x = np.asarray(features, dtype=np.float64)
     present = ~np.isnan(x).any(axis=1)
-    rows = x[present] - x[present].mean(axis=0) if present.any() else x[present]
-    if norm == "whiten" and len(rows) > 1:
-        singular, basis = _principal_axes(rows, dim)
-        std = singular / np.sqrt(len(rows))
-        keep = std > 1e-6 * std.max()
-        rows = rows @ basis[keep].T / std[keep] / np.sqrt(keep.sum())
-    elif norm == "l2":
-        if dim is not None and dim < rows.shape[1] and len(rows) > 1:
-            rows = rows @ _principal_axes(rows, dim)[1].T  # coordinates on the top axes
+    rows = x[present] - frame["mean"]
+    if frame["axes"] is not None:
+        rows = rows @ frame["axes"].T  # coordinates on the top axes
+    if frame["std"] is not None:
+        rows = rows / frame["std"] / np.sqrt(len(frame["std"]))
+    if norm == "l2":
         rows = rows / np.linalg.norm(rows, axis=1, keepdims=True).clip(1e-12)
     out = np.zeros((len(x), rows.shape[1]), dtype=np.float32)
     out[present] = rows

@@ -60,6 +60,7 @@ def transfer_weights(source: SequentialRecommender, target: SequentialRecommende
     for key, tensor in source.state_dict().items():
         rows = state[key][: tensor.shape[0]] if tensor.dim() else state[key]
         rows.copy_(tensor.to(rows.device, rows.dtype))
+    target.inherit_transforms(source)
     new_items = target.n_items - source.n_items
     log.info("warm start %s: %d known items copied, %d new fresh", target.name, source.n_items, new_items)
     return new_items

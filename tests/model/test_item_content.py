@@ -8,7 +8,7 @@ import torch
 from seqdata import fit_plainly, loo_splits
 
 from mmsr_model.data import SequenceData
-from mmsr_model.mmsr import MMSR, content_vectors
+from mmsr_model.mmsr import MMSR, content_vectors, fit_content_frame
 from mmsr_model.persistence import load_model, save_model
 
 N_WARM, DIM = 30, 16
@@ -97,11 +97,16 @@ def test_dropping_a_modality_drops_its_content_too() -> None:
             torch.testing.assert_close(model.item_embeddings(), model.item_emb.weight)
 
 
+def _vectors(features: np.ndarray, norm: str, dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Content vectors in the frame fitted on the same features."""
+    return content_vectors(features, norm, fit_content_frame(features, norm, dim))
+
+
 @pytest.mark.parametrize("norm", ["l2", "whiten"])
 def test_content_vectors_are_centred_and_unit_scaled(norm: str) -> None:
     features = np.random.default_rng(1).normal(3.0, [1.0, 5.0, 0.2, 2.0], size=(200, 4))
     features[7] = np.nan
-    vectors, present = content_vectors(features, norm)
+    vectors, present = _vectors(features, norm)
     assert not present[7] and not vectors[7].any() and present.sum() == 199
     rows = vectors[present]
     np.testing.assert_allclose(rows.mean(axis=0), 0.0, atol=0.1 if norm == "l2" else 1e-6)
@@ -115,15 +120,15 @@ def test_content_dim_keeps_the_top_principal_components(norm: str) -> None:
     rng = np.random.default_rng(2)
     features = rng.normal(size=(300, 2)) @ rng.normal(size=(2, 6)) + 0.01 * rng.normal(size=(300, 6)) + 4.0
     features[5] = np.nan
-    vectors, present = content_vectors(features, norm, dim=2)
+    vectors, present = _vectors(features, norm, dim=2)
     assert vectors.shape == (300, 2) and not present[5] and not vectors[5].any()
-    full, _ = content_vectors(features, norm)
+    full, _ = _vectors(features, norm)
     if norm == "l2":  # two components hold almost all of the variance: items keep their similarities
         similarities = [v[present] @ v[present][:20].T for v in (vectors, full)]
         np.testing.assert_allclose(similarities[0], similarities[1], atol=0.02)
     else:  # whitened within the two kept axes
         np.testing.assert_allclose(np.cov(vectors[present].T, bias=True) * 2, np.eye(2), atol=1e-6)
-    np.testing.assert_array_equal(content_vectors(features, norm, dim=6)[0], full)  # all kept: unchanged
+    np.testing.assert_array_equal(_vectors(features, norm, dim=6)[0], full)  # all kept: unchanged
     model = mmsr(twin_data(), content_dim=4)
     assert model.content_proj["text"].weight.shape == (32, 4) and model.content_text.shape == (60, 4)
 

@@ -26,6 +26,16 @@ def _data(n_items: int) -> SequenceData:
     return chain_data(n_items=n_items, text_codes=4)
 
 
+def _content_data(n_items: int) -> SequenceData:
+    """``_data`` with text vectors: an item keeps its vector as items are added, and the
+    later items lie off the first ones' centre and axes."""
+    data = _data(n_items)
+    vectors = np.random.default_rng(3).normal(size=(24, 6))
+    vectors[20:] = 4.0 * vectors[20:] + 3.0
+    data.item_features["text"] = vectors[:n_items]
+    return data
+
+
 def _trained_like(name: str, n_items: int, seed: int = 0):  # noqa: ANN202
     """A model whose weights differ from a fresh one's (as a trained champion's do)."""
     model = build_model(name, _data(n_items), **PARAMS[name])
@@ -49,6 +59,24 @@ def test_known_item_rows_are_copied_and_new_rows_stay_fresh(name: str) -> None:
     for key, tensor in old.items():
         if key != table:
             assert torch.equal(new[key], tensor), key
+
+
+@pytest.mark.parametrize("frame", [{}, {"content_dim": 3}, {"content_norm": "whiten"}])
+def test_warm_model_reads_content_in_the_champions_frame(frame: dict, tmp_path) -> None:  # noqa: ANN001
+    """Refitted on a grown catalogue, the content's centre and axes move; the copied content
+    projection must keep reading the known items' content as the champion did, and so must
+    the model that is saved and served."""
+    from mmsr_model.persistence import load_model, save_model
+
+    params = {**PARAMS["mmsr"], **frame}
+    champion = build_model("mmsr", _content_data(20), **params)
+    target = build_model("mmsr", _content_data(24), **params)
+    assert not torch.allclose(target.content_text[:20], champion.content_text, atol=1e-3)
+    transfer_weights(champion, target)
+    torch.testing.assert_close(target.content_text[:20], champion.content_text, rtol=0, atol=1e-6)
+    assert target.content_text[20:].abs().sum() > 0  # new items: in the same frame
+    served = load_model(save_model(target, tmp_path / "warm.pt"))
+    assert torch.equal(served.content_text, target.content_text)
 
 
 def test_mismatches_are_refused_with_a_reason() -> None:
