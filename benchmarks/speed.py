@@ -15,7 +15,8 @@ Each row also says how far the model step and the scoring are from their arithme
 (``benchmarks/arithmetic.py``: FLOPs counted on one step and on the scored users, against this
 machine's float32 GEMM peak with the same threads). ``--loss sampled_softmax`` times that
 objective (its negatives' rows of the item table only) instead of the full softmax;
-``--content-dim K`` keeps the content vectors' top K principal axes (MMSR's ``content_dim``).
+``--content-dim K`` keeps the content vectors' top K principal axes (MMSR's ``content_dim``,
+by default the model's; ``all`` keeps every dimension).
 
 Results go to ``benchmarks/results/speed.{json,md}`` (``--out`` to change).
 """
@@ -40,6 +41,7 @@ from tqdm.auto import tqdm
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from any folder
 from benchmarks.arithmetic import count_flops, gemm_peak_gflops  # noqa: E402
 from mmsr_model.batching import build_batch, epoch_order  # noqa: E402
+from mmsr_model.config import MMSRConfig  # noqa: E402
 from mmsr_model.data import SequenceData, TargetSet  # noqa: E402
 from mmsr_model.device import resolve_device  # noqa: E402
 from mmsr_model.fitting import make_trainee, train_step  # noqa: E402
@@ -301,7 +303,10 @@ def main() -> None:
     parser.add_argument("--loss", default="full_softmax", choices=["full_softmax", "sampled_softmax"])
     parser.add_argument("--negatives", type=int, default=1024, help="negatives per batch for sampled_softmax")
     parser.add_argument(
-        "--content-dim", type=int, default=None, help="MMSR's content_dim (kept principal axes)"
+        "--content-dim",
+        type=lambda v: None if v == "all" else int(v),
+        default=MMSRConfig().content_dim,
+        help="MMSR's content_dim (kept principal axes; 'all': every dimension); default: the model's",
     )
     parser.add_argument("--seed", type=int, default=2023)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 #: metric names as the evaluation reports them: hr_at_10, mrr_at_5, ndcg_at_20 ...
 METRIC_PATTERN = r"^(hr|mrr|ndcg)_at_([1-9][0-9]*)$"
@@ -129,11 +129,11 @@ class MMSRArchitecture(ModelConfig):
         "that read or look alike start close (items without content start random)",
     )
     content_dim: int | None = Field(
-        None,
+        64,
         ge=1,
         description="with item_content: keep the top principal components of each modality's centred "
-        "content vectors (None: every dimension); projecting the whole catalogue's content is most of a "
-        "training step's arithmetic, and shrinks with it",
+        "content vectors (None, or 'all' in an environment variable: every dimension); projecting the "
+        "whole catalogue's content is most of a training step's arithmetic, and shrinks with it",
     )
     modality_drop_p: float = Field(
         0.0, ge=0, le=1, description="while training, each item loses each modality's links with this chance"
@@ -145,6 +145,12 @@ class MMSRArchitecture(ModelConfig):
         description="with item_content: while training, each item with content loses its ID embedding (in the"
         " graph and in the scoring table) with this chance, so that its content alone must place it",
     )
+
+    @field_validator("content_dim", mode="before")
+    @classmethod
+    def _every_dimension(cls, value: Any) -> Any:
+        """'all' (or 'none', 'null'): an environment variable's way to say None."""
+        return None if isinstance(value, str) and value.strip().lower() in {"all", "none", "null"} else value
 
 
 class MMSRConfig(MMSRArchitecture):

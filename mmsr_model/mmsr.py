@@ -45,11 +45,12 @@ class MMSR(SequentialRecommender):
     has_modality_links = True
     item_tables = ("item_emb.weight",)
     #: files saved before a switch existed load as they were trained: a layer norm and residuals
-    #: in every layer, the homogeneous attention aggregating states
+    #: in every layer, the homogeneous attention aggregating states, every content dimension
     legacy_init_kwargs: ClassVar[dict[str, Any]] = {
         "norm": "layer",
         "residual": True,
         "homogeneous_values": "states",
+        "content_dim": None,
     }
     config: MMSRConfig
 

@@ -70,6 +70,15 @@ def test_label_smoothing_is_mmsrs_alone(monkeypatch) -> None:
     assert [train_config(settings, name).label_smoothing for name in ("sasrec", "gru4rec")] == [0.0, 0.0]
 
 
+def test_content_dim_defaults_to_64_and_an_env_var_can_keep_every_dimension(monkeypatch) -> None:
+    assert train_config(load_settings()).model_params["content_dim"] == 64
+    for every in ("all", "null"):
+        monkeypatch.setenv("MMSR_MODEL__CONTENT_DIM", every)
+        assert train_config(load_settings()).model_params["content_dim"] is None
+    monkeypatch.setenv("MMSR_MODEL__CONTENT_DIM", "32")
+    assert train_config(load_settings()).model_params["content_dim"] == 32
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [

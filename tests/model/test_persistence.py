@@ -53,13 +53,15 @@ def test_unknown_format_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("switch", "old_value"), [("norm", "layer"), ("residual", True), ("homogeneous_values", "states")]
+    ("switch", "old_value"),
+    [("norm", "layer"), ("residual", True), ("homogeneous_values", "states"), ("content_dim", None)],
 )
 def test_mmsr_saved_before_a_switch_existed_loads_as_it_was_trained(
     tmp_path: Path, switch: str, old_value: object
 ) -> None:
     """Old files lack the switch; today's default differs, so loading must use the old value."""
     data = chain_data(n_users=12, n_items=25, text_codes=4)
+    data.item_features["text"] = np.random.default_rng(0).normal(size=(25, 80))  # more axes than kept
     model = build_model("mmsr", data, seed=5, hidden_size=16, **{switch: old_value})
     path = save_model(model, tmp_path / "model.pt")
     payload = torch.load(path, weights_only=True)
