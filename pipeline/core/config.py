@@ -180,7 +180,9 @@ class Settings(BaseSettings):
         1,
         ge=1,
         description="each sample the champion has not learned appears this many times in a warm night's "
-        "epoch: tonight's few new interactions are otherwise a small share of the replay-dominated steps",
+        "epoch: tonight's few new interactions are otherwise a small share of the replay-dominated steps "
+        "(1: 3 and 5 did not beat it on a development replay, "
+        "benchmarks/results/nightly_replay_repeats_dev.md)",
     )
     warm_lend_valid_share: float = Field(
         0.5,
