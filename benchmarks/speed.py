@@ -304,7 +304,7 @@ def main() -> None:
     parser.add_argument("--negatives", type=int, default=1024, help="negatives per batch for sampled_softmax")
     parser.add_argument(
         "--content-dim",
-        type=lambda v: None if v == "all" else int(v),
+        type=lambda v: MMSRConfig(content_dim=v).content_dim,  # the model's own reading of "all"
         default=MMSRConfig().content_dim,
         help="MMSR's content_dim (kept principal axes; 'all': every dimension); default: the model's",
     )
