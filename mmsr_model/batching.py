@@ -17,6 +17,7 @@ import torch
 
 from mmsr_model.base import SequentialRecommender
 from mmsr_model.data import SequenceData, TargetSet
+from mmsr_model.device import DeviceStager
 from mmsr_model.distributed import my_share
 
 
@@ -87,31 +88,50 @@ def batches(
     order: np.ndarray,
     batch_size: int,
     prefetch: bool,
+    device: torch.device | None = None,
 ) -> Iterator[tuple[Any, torch.Tensor | None, float]]:
     """CPU batches in ``order``; with ``prefetch`` the next one is built while the caller steps.
+
+    With ``prefetch`` and a CUDA ``device`` the worker also moves each batch there on a side
+    stream (:class:`~mmsr_model.device.DeviceStager`): MMSR's graphs are then built on the GPU
+    while the previous step runs, not at the start of the step that needs them.
 
     Each item is ``(batch, targets, fraction)``. Under data-parallel training the batch is
     this rank's share of the global batch and ``fraction`` its size relative to the global
     batch (``None, None`` when the share is empty: the last global batch may be smaller
     than the number of ranks); in one process ``fraction`` is 1.
     """
+    stager = DeviceStager(device) if prefetch and device is not None and device.type == "cuda" else None
 
-    def build(start: int) -> tuple[Any, torch.Tensor | None, float]:
+    def build(start: int) -> tuple[Any, torch.Tensor | None, float, torch.cuda.Event | None]:
         chunk = order[start : start + batch_size]
         share = my_share(chunk)
         batch, targets = build_batch(model, data, samples, share) if len(share) else (None, None)
-        return batch, targets, len(share) / len(chunk)
+        ready = None
+        if stager is not None and batch is not None:
+            (batch, targets), ready = stager.stage(
+                lambda: (model.batch_to(batch, stager.device), targets.to(stager.device, non_blocking=True))
+            )
+        return batch, targets, len(share) / len(chunk), ready
+
+    def adopted(
+        item: tuple[Any, torch.Tensor | None, float, torch.cuda.Event | None],
+    ) -> tuple[Any, Any, float]:
+        batch, targets, fraction, ready = item
+        if ready is not None:
+            batch, targets = stager.adopt((batch, targets), ready)
+        return batch, targets, fraction
 
     starts = range(0, len(order), batch_size)
     if not prefetch:
-        yield from map(build, starts)
+        yield from (adopted(build(start)) for start in starts)
         return
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare") as pool:
         pending = None
         for start in starts:
             upcoming = pool.submit(build, start)
             if pending is not None:
-                yield pending.result()
+                yield adopted(pending.result())
             pending = upcoming
         if pending is not None:
-            yield pending.result()
+            yield adopted(pending.result())

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from dataclasses import fields, is_dataclass
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -32,3 +36,49 @@ def place_model(model: nn.Module, device: str | torch.device | None) -> torch.de
     target = resolve_device(device) if isinstance(device, str) else device
     model.to(target)
     return target
+
+
+class DeviceStager:
+    """Moves batches to a CUDA device on a side stream, so a worker thread can build the next
+    batch's graph on the GPU while the current step runs on the default stream.
+
+    :meth:`stage` runs in the worker; :meth:`adopt` in the thread that uses the batch: it makes
+    that thread's stream wait for the copy and the graph building and tells the caching
+    allocator the tensors are in use there (``record_stream``), so their memory is not reused
+    on the side stream while the step still reads them.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.stream = torch.cuda.Stream(device)
+
+    def stage(self, move: Callable[[], Any]) -> tuple[Any, torch.cuda.Event]:
+        """``move()`` run on the side stream, and the event that marks its work done."""
+        with torch.cuda.stream(self.stream):
+            moved = move()
+            ready = torch.cuda.Event()
+            ready.record(self.stream)
+        return moved, ready
+
+    def adopt(self, moved: Any, ready: torch.cuda.Event) -> Any:
+        """``moved`` made safe to use on the calling thread's current stream."""
+        current = torch.cuda.current_stream(self.device)
+        current.wait_event(ready)
+        for tensor in tensors_in(moved):
+            tensor.record_stream(current)
+        return moved
+
+
+def tensors_in(value: Any) -> Iterator[torch.Tensor]:
+    """Every tensor inside ``value``: nested tuples, lists, dicts and dataclasses."""
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif is_dataclass(value) and not isinstance(value, type):
+        for f in fields(value):
+            yield from tensors_in(getattr(value, f.name))
+    elif isinstance(value, tuple | list):
+        for item in value:
+            yield from tensors_in(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from tensors_in(item)

@@ -108,7 +108,7 @@ def fit_epoch(
     model.train()
     order = epoch_order(model, samples, batch_size, trainee.shuffler, bucket_by_length)
     steps_bar = tqdm(
-        batches(model, data, samples, order, batch_size, prefetch),
+        batches(model, data, samples, order, batch_size, prefetch, device),
         total=math.ceil(len(order) / batch_size),
         desc=f"epoch {epoch}",
         unit="batch",

@@ -7,7 +7,9 @@ import pytest
 import torch
 from seqdata import fit_plainly
 
+from mmsr_model import batching
 from mmsr_model.data import SequenceData, TargetSet
+from mmsr_model.device import tensors_in
 from mmsr_model.graph import NODE_TYPES, GraphBatch
 from mmsr_model.mmsr import MMSR
 from mmsr_model.persistence import load_model, save_model
@@ -213,6 +215,26 @@ def test_trains_on_cuda_with_mixed_precision(data: SequenceData) -> None:
         on_gpu = m(m.batch_to(pending, torch.device("cuda"))).cpu()
         on_cpu = m.cpu()(m.batch_to(pending, torch.device("cpu")))
     torch.testing.assert_close(on_gpu, on_cpu, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_prefetched_batches_build_the_same_graphs_on_a_side_stream(data: SequenceData) -> None:
+    """The fit loop's CUDA prefetch (graphs built on a side stream by the worker thread) gives
+    the graphs and targets that building them at the step would."""
+    cuda = torch.device("cuda")
+    m = model(data).to(cuda).eval()  # no modality dropout draws: both builds see the same codes
+    train = data.splits["train"]
+    order = np.random.default_rng(0).permutation(len(train))
+    staged = list(batching.batches(m, data, train, order, 32, prefetch=True, device=cuda))
+    assert len(staged) == -(-len(order) // 32)
+    for start, (batch, targets, fraction) in zip(range(0, len(order), 32), staged, strict=True):
+        plain, plain_targets = batching.build_batch(m, data, train, order[start : start + 32])
+        direct = m.batch_to(plain, cuda)
+        assert isinstance(batch, GraphBatch) and batch.node_value.is_cuda and fraction == 1.0
+        assert torch.equal(targets.cpu(), plain_targets)
+        for a, b in zip(tensors_in(batch), tensors_in(direct), strict=True):
+            assert torch.equal(a, b)
 
 
 def test_score_scale_gives_bounded_cosine_scores(data: SequenceData) -> None:

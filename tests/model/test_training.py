@@ -170,3 +170,19 @@ def test_padded_baselines_bucket_by_length_and_mmsr_does_not() -> None:
 
     assert model_class("sasrec").batches_by_length and model_class("gru4rec").batches_by_length
     assert not model_class("mmsr").batches_by_length
+
+
+def test_tensors_in_finds_every_tensor_of_a_nested_batch() -> None:
+    """The CUDA prefetch marks each of a batch's tensors as used by the step's stream: all of them."""
+    from dataclasses import dataclass
+
+    from mmsr_model.device import tensors_in
+
+    @dataclass
+    class Inner:
+        a: torch.Tensor
+        n: int
+
+    t = [torch.zeros(1), torch.ones(2), torch.full((3,), 2.0), torch.arange(4)]
+    found = list(tensors_in((Inner(t[0], 3), [t[1], {"x": t[2]}], "label", t[3])))
+    assert [id(x) for x in found] == [id(x) for x in t]
