@@ -25,8 +25,10 @@ log = logging.getLogger(__name__)
 SCORE_BLOCK_BYTES = 256 * 2**20
 #: users per scoring block by device type: on a CPU a smaller block keeps the score matrix and the
 #: graph's per-node tensors nearer the caches (Beauty, one thread, beside two training runs: 512
-#: users scored 1.2-1.4x faster than 1,024, 256 about 1.1x); an accelerator wants large blocks
-BLOCK_USERS = {"cpu": 512}
+#: users scored 1.2-1.4x faster than 1,024, 256 about 1.1x); on an H200 a block's graph and launch
+#: costs are nearly fixed, so larger blocks pay (Beauty, default model: 4,096 users scored 2.0-2.4x
+#: faster than 1,024; benchmarks/results/speed.md)
+BLOCK_USERS = {"cpu": 512, "cuda": 4096}
 DEFAULT_BLOCK_USERS = 1024
 
 
