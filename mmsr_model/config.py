@@ -91,7 +91,12 @@ class MMSRArchitecture(ModelConfig):
         default_factory=lambda: ["text", "image"], description="modalities in the graph; [] = ID-only"
     )
     gate: Literal["soft", "hard"] = Field("soft", description="update-gate kind")
-    readout: Literal["last", "mean"] = Field("last", description="sequence readout")
+    readout: Literal["last", "mean", "attention"] = Field(
+        "last",
+        description="sequence readout: the last item's state, the mean of the item states, or "
+        "(attention) the last item's state joined with an attention-weighted sum of every item state "
+        "(SR-GNN's hybrid session embedding)",
+    )
     readout_dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the state that is scored")
     norm: Literal["layer", "none"] = Field(
         "none", description="layer norm on each HAN-GNN layer's output; off: higher validation NDCG on Beauty"

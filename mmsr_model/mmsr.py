@@ -144,6 +144,8 @@ class MMSR(SequentialRecommender):
                 self._init_ids_from_content([getattr(self, f"content_{m}").numpy() for m in content])
         self.dropout = nn.Dropout(config.dropout)
         self.readout_dropout = nn.Dropout(config.readout_dropout)
+        if self.readout == "attention":
+            self.attention_readout = AttentionReadout(hidden_size)
         self._dropped: dict[int, np.ndarray] = {}
         self._frozen: FrozenVectors | None = None
         self._train_drop_rng = np.random.default_rng(seed)
@@ -313,11 +315,13 @@ class MMSR(SequentialRecommender):
         for i, layer in enumerate(self.layers):
             # node dropout on each layer's output (not its input), as the authors' implementation does
             h = self.dropout(layer(h, batch, rows=readout_rows if i == len(self.layers) - 1 else None))
+        sample = batch.node_sample[:n_item]
         if self.readout == "mean":
-            sample = batch.node_sample[:n_item]
             total = torch.zeros(batch.num_graphs, h.shape[1], dtype=h.dtype, device=h.device)
             total.index_add_(0, sample, h)
             h = total / torch.bincount(sample, minlength=batch.num_graphs).clamp_min(1).unsqueeze(-1)
+        elif self.readout == "attention":
+            h = self.attention_readout(h, sample, batch.last_node, batch.num_graphs)
         h = self.readout_dropout(h)
         return h if self.score_scale is None else self.score_scale * nn.functional.normalize(h, dim=-1)
 
@@ -454,3 +458,28 @@ def _project_centres(centres: np.ndarray, dim: int, seed: int) -> torch.Tensor:
     scale = out.std()
     out = out / scale * dim**-0.5 if scale > 0 else out
     return torch.from_numpy(out.astype(np.float32))
+
+
+class AttentionReadout(nn.Module):
+    """SR-GNN's hybrid session embedding: the last item's state ``s_l`` and
+    ``s_g = sum_i a_i h_i`` with ``a_i = q . sigmoid(W_1 s_l + W_2 h_i)`` over the history's item
+    nodes, joined by ``W_3 [s_l; s_g]``. A last-item readout sees the last item and its graph
+    neighbours only; this one can weigh every item of the history.
+    """
+
+    def __init__(self, hidden_size: int) -> None:
+        super().__init__()
+        self.last = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.node = nn.Linear(hidden_size, hidden_size)
+        self.weight = nn.Linear(hidden_size, 1, bias=False)
+        self.join = nn.Linear(2 * hidden_size, hidden_size, bias=False)
+
+    def forward(
+        self, h: torch.Tensor, sample: torch.Tensor, last_node: torch.Tensor, num_graphs: int
+    ) -> torch.Tensor:
+        """``h``: the item nodes' states, ``sample``: each node's history; one state per history."""
+        last = h[last_node]
+        weights = self.weight(torch.sigmoid(self.last(last)[sample] + self.node(h)))
+        pooled = torch.zeros(num_graphs, h.shape[1], dtype=h.dtype, device=h.device)
+        pooled.index_add_(0, sample, (weights * h).to(h.dtype))
+        return self.join(torch.cat([last, pooled], dim=-1))

@@ -56,6 +56,7 @@ def some(data: SequenceData, split: str = "train", n: int = 48) -> TargetSet:
         {"modalities": ["image"]},
         {"gate": "hard"},
         {"readout": "mean"},
+        {"readout": "attention"},
         {"readout_dropout": 0.4},
         {"norm": "layer"},
         {"residual": True},
@@ -235,6 +236,17 @@ def test_prefetched_batches_build_the_same_graphs_on_a_side_stream(data: Sequenc
         assert torch.equal(targets.cpu(), plain_targets)
         for a, b in zip(tensors_in(batch), tensors_in(direct), strict=True):
             assert torch.equal(a, b)
+
+
+def test_attention_readout_sees_items_beyond_the_last_ones_neighbours(data: SequenceData) -> None:
+    """One ID-only layer: the last item's state reads only its graph neighbours, so swapping the
+    history's first item leaves a last-item readout unchanged; the attention readout weighs it."""
+    histories = [np.array([0, 7, 8, 9]), np.array([20, 7, 8, 9])]
+    for readout, changes in (("last", False), ("attention", True)):
+        m = model(data, modalities=[], readout=readout).eval()
+        with torch.no_grad():
+            a, b = m(m.prepare(histories))
+        assert (not torch.allclose(a, b)) is changes, readout
 
 
 def test_score_scale_gives_bounded_cosine_scores(data: SequenceData) -> None:
