@@ -375,8 +375,8 @@ def write_results(rows: list[dict[str, Any]], out: Path, command: str) -> None:
         "threads are far slower than one (each parallel op waits for a descheduled peer thread). "
         "On CUDA the CPU only cuts the padded histories and the graph is built on the device inside "
         "the step: there 'graph ms/step' adds both (the device part timed apart, synchronised, over the "
-        "same batches) and 'model ms/step' is the rest of the step. The H200 rows without a batch or "
-        "content column predate the device-side graph builder (their graphs were built on the CPU). "
+        "same batches) and 'model ms/step' is the rest of the step. The H200 rows whose content "
+        "column reads - predate the device-side graph builder (their graphs were built on the CPU). "
         "'Fit loop' (CUDA only): the training loop's own batches over the same steps, the next batch's "
         "graph built on a side stream while the current step runs; its graph wait share is the part of "
         "its time that the same steps on graphs built beforehand do not take.",
