@@ -149,12 +149,14 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
     timed = n_steps - args.warmup
     # on an accelerator the graph itself is built inside the step (``batch_to``); timed apart here
     # over the same batches, synchronised, and moved from the model's share to the graph's
-    device_graph_s = 0.0
+    device_graph_s, loop = 0.0, {}
     if device.type == "cuda":
-        device_graph_s, nodes, edges = _device_graphs(model, data, train, order, args, device)
+        device_graph_s, built = _device_graphs(model, data, train, order, args, device)
+        nodes = sum(graph.num_nodes for graph, _ in built)
+        edges = sum(graph.homo_index.shape[1] + graph.hetero_index.shape[1] for graph, _ in built)
+        loop = _production_loop(model, trainee, data, train, order, args, device, autocast, objective, built)
     build_s += device_graph_s
     step_s -= device_graph_s
-    loop = _production_loop(model, trainee, data, train, order, args, device, autocast, objective)
     per_step = (build_s + step_s) / timed
     samples_per_s = args.batch_size / per_step
     epoch_s = cache_s + len(train) / samples_per_s
@@ -251,23 +253,22 @@ def _device_graphs(
     order: np.ndarray,
     args: argparse.Namespace,
     device: torch.device,
-) -> tuple[float, int, int]:
-    """Seconds the timed steps' graphs take to build on ``device`` (``batch_to``, each synchronised),
-    and their nodes and edges."""
-    seconds, nodes, edges = 0.0, 0, 0
+) -> tuple[float, list[tuple[GraphBatch, torch.Tensor]]]:
+    """The timed steps' graphs built on ``device`` (``batch_to``, each synchronised) with their
+    targets, and the seconds the building took."""
+    seconds, built = 0.0, []
     for i in range(args.warmup, args.warmup + args.steps):
         idx = order[i * args.batch_size : (i + 1) * args.batch_size]
         if len(idx) < args.batch_size:
             break
-        batch, _ = build_batch(model, data, train, idx)
+        batch, targets = build_batch(model, data, train, idx)
         _sync()
         t0 = time.perf_counter()
         graph = model.batch_to(batch, device)
         _sync()
         seconds += time.perf_counter() - t0
-        nodes += graph.num_nodes
-        edges += graph.homo_index.shape[1] + graph.hetero_index.shape[1]
-    return seconds, nodes, edges
+        built.append((graph, targets.to(device)))
+    return seconds, built
 
 
 def _production_loop(
@@ -280,28 +281,19 @@ def _production_loop(
     device: torch.device,
     autocast: Any,
     objective: Objective,
+    built: list[tuple[GraphBatch, torch.Tensor]],
 ) -> dict[str, Any]:
-    """On CUDA, the fit loop's own batches (prefetched, graphs built on a side stream during the
-    previous step) against the same steps on graphs built beforehand: the graph time a step still
-    waits for is the difference. Empty on the CPU."""
-    if device.type != "cuda":
-        return {}
-    span = order[args.warmup * args.batch_size :][: args.steps * args.batch_size]
-    n = len(span) // args.batch_size
-    span = span[: n * args.batch_size]
+    """The fit loop's own batches over the steps of ``built`` (prefetched, graphs built on a side
+    stream during the previous step) against the same steps on ``built``'s graphs: the graph time a
+    step still waits for is the difference."""
+    n = len(built)
+    span = order[args.warmup * args.batch_size :][: n * args.batch_size]
     loop_s = _timed(
         lambda: [
             train_step(trainee, b, t, device, autocast, objective)
             for b, t, _ in batches(model, data, train, span, args.batch_size, prefetch=True, device=device)
         ]
     )
-    built = [
-        (model.batch_to(b, device), t.to(device))
-        for b, t in (
-            build_batch(model, data, train, span[i : i + args.batch_size])
-            for i in range(0, len(span), args.batch_size)
-        )
-    ]
     model_s = _timed(lambda: [train_step(trainee, b, t, device, autocast, objective) for b, t in built])
     return {
         "loop_ms_per_step": round(1000 * loop_s / n, 2),
