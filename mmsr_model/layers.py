@@ -21,6 +21,12 @@ from mmsr_model.config import MMSRArchitecture
 from mmsr_model.graph import HOMO_RELATIONS, NODE_TYPES, GraphBatch
 from mmsr_model.sparse import Pattern, sddmm, segment_softmax, spmm
 
+#: devices on which a layer restricted to readout rows runs its first phases only for the nodes
+#: its second phases read: on a CPU that saves arithmetic (Beauty: 4-5x fewer first-phase edges);
+#: on a GPU the arithmetic is small and the restriction's index work adds host syncs to a step
+#: that is bound by launches and syncs already (benchmarks/results/speed.md)
+PRUNED_DEVICES = frozenset({"cpu"})
+
 
 class TypedLinear(nn.Module):
     """One linear map per node type, applied to type-major contiguous node slices."""
@@ -45,6 +51,9 @@ class AttentionEdges:
     agg: Pattern
     dst: torch.Tensor
     n_dst: int
+    #: of a restriction: the batch's edges these are (by index), out of ``n_all``
+    kept: torch.Tensor | None = None
+    n_all: int = 0
 
     @classmethod
     def of_batch(cls, batch: GraphBatch) -> tuple[AttentionEdges, AttentionEdges]:
@@ -56,32 +65,81 @@ class AttentionEdges:
         )
 
     @classmethod
-    def into_rows(cls, batch: GraphBatch, rows: torch.Tensor) -> tuple[AttentionEdges, AttentionEdges]:
-        """Homogeneous and heterogeneous edges into ``rows`` only (destination i = ``rows[i]``)."""
+    def into_rows(
+        cls,
+        batch: GraphBatch,
+        rows: torch.Tensor,
+        sources: torch.Tensor | None = None,
+        same_stream: bool = False,
+    ) -> tuple[AttentionEdges, AttentionEdges]:
+        """Homogeneous and heterogeneous edges into ``rows`` only (destination i = ``rows[i]``).
+
+        With ``sources`` (ascending node ids holding every source of those edges), source j is
+        node ``sources[j]``. With ``same_stream`` each edge set records which of the batch's
+        edges it kept, so that dropout draws the mask of the unrestricted edges (a restriction
+        that stands in for the full computation then draws the same random numbers).
+        """
         n, n_rel = batch.num_nodes, len(HOMO_RELATIONS)
-        position = torch.full((n,), -1, dtype=torch.long, device=rows.device)
-        position[rows] = torch.arange(len(rows), device=rows.device)
+        position = _positions(rows, n)
+        source_position = None if sources is None else _positions(sources, n)
 
         def restrict(index: torch.Tensor, rel: torch.Tensor | None) -> AttentionEdges:
-            src, dst = index[0], position[index[1]]
-            keep = dst >= 0
-            src, dst = src[keep], dst[keep]
-            key = dst if rel is None else dst * n_rel + rel[keep]
+            kept = (position[index[1]] >= 0).nonzero().squeeze(1)
+            src, dst = index[0][kept], position[index[1][kept]]
+            key = dst if rel is None else dst * n_rel + rel[kept]
             order = torch.argsort(key, stable=True)
-            src, dst, key = src[order], dst[order], key[order]
-            agg = Pattern.from_sorted(dst, src, len(rows), n)
-            logit = agg if rel is None else Pattern.from_sorted(key, src, len(rows) * n_rel, n)
-            return cls(logit, agg, dst, len(rows))
+            src, dst, key, kept = src[order], dst[order], key[order], kept[order]
+            n_src = n
+            if source_position is not None:
+                src, n_src = source_position[src], len(sources)
+            agg = Pattern.from_sorted(dst, src, len(rows), n_src)
+            logit = agg if rel is None else Pattern.from_sorted(key, src, len(rows) * n_rel, n_src)
+            if not same_stream:
+                return cls(logit, agg, dst, len(rows))
+            return cls(logit, agg, dst, len(rows), kept, index.shape[1])
 
         return restrict(batch.homo_index, batch.homo_rel), restrict(batch.hetero_index, None)
+
+
+def _positions(nodes: torch.Tensor, n: int) -> torch.Tensor:
+    """``position[nodes[i]] = i``, -1 for every other of the ``n`` nodes."""
+    position = torch.full((n,), -1, dtype=torch.long, device=nodes.device)
+    position[nodes] = torch.arange(len(nodes), device=nodes.device)
+    return position
+
+
+def type_counts_of(batch: GraphBatch, nodes: torch.Tensor) -> tuple[int, ...]:
+    """How many of the ascending node ids ``nodes`` are of each type (nodes are type-major)."""
+    ends = torch.tensor(batch.type_counts, device=nodes.device).cumsum(0)
+    return tuple(torch.searchsorted(nodes, ends).diff(prepend=ends.new_zeros(1)).tolist())
+
+
+def read_by_second_phase(batch: GraphBatch, rows: torch.Tensor) -> torch.Tensor:
+    """Ascending ids of ``rows`` and of every node with an edge into them: the only nodes whose
+    first-phase states a second phase restricted to ``rows`` reads."""
+    is_row = torch.zeros(batch.num_nodes, dtype=torch.bool, device=rows.device)
+    is_row[rows] = True
+    read = is_row.clone()
+    for index in (batch.homo_index, batch.hetero_index):
+        read[index[0][is_row[index[1]]]] = True
+    return read.nonzero().squeeze(1)
 
 
 def _aggregate(
     logits: torch.Tensor, values: torch.Tensor, edges: AttentionEdges, dropout: nn.Dropout
 ) -> torch.Tensor:
     """Softmax of ``logits`` over each destination's incoming edges, then sum of weighted values."""
-    alpha = dropout(segment_softmax(logits.float(), edges.dst, edges.n_dst))
-    return spmm(edges.agg, alpha, values)
+    alpha = segment_softmax(logits.float(), edges.dst, edges.n_dst)
+    return spmm(edges.agg, _edge_dropout(alpha, edges, dropout), values)
+
+
+def _edge_dropout(alpha: torch.Tensor, edges: AttentionEdges, dropout: nn.Dropout) -> torch.Tensor:
+    """``dropout(alpha)``; for a restriction, the kept edges' entries of the mask the unrestricted
+    edges would draw, so that restricting leaves the random stream and every result unchanged."""
+    if edges.kept is None or not dropout.training or dropout.p == 0:
+        return dropout(alpha)
+    mask = torch.empty(edges.n_all, dtype=alpha.dtype, device=alpha.device).bernoulli_(1 - dropout.p)
+    return alpha * mask[edges.kept].div_(1 - dropout.p)
 
 
 class HANLayer(nn.Module):
@@ -149,35 +207,78 @@ class HANLayer(nn.Module):
     def forward(self, h: torch.Tensor, batch: GraphBatch, rows: torch.Tensor | None = None) -> torch.Tensor:
         """New states of all nodes, or only of ``rows`` (ITEM nodes: the readout of a last layer).
 
-        Restricting to ``rows`` gives exactly those rows of the full output, but the second
-        phases, the gate and the layer norm run for those rows only.
+        Restricting to ``rows`` gives exactly those rows of the full output (in training the
+        second phases draw attention dropout for their own edges only), but the second phases,
+        the gate and the layer norm run for those rows only. On a device in ``PRUNED_DEVICES``
+        the first phases run only for the nodes the second ones read (on Beauty about a fifth
+        of a batch's nodes and edges), drawing the random numbers they would draw unpruned.
         """
         values = self.w_v(h, batch.type_counts)
         homo_values = values if self.projected_homogeneous else h
+        pruned = rows is not None and h.device.type in PRUNED_DEVICES
         if self.update == "sync":
-            out = self._add(h, self.homogeneous(h, homo_values, batch) + self.heterogeneous(h, values, batch))
-            return self.norm(out if rows is None else out[rows])
-        invasive = self.fusion == "invasive"
-        # first phases on every node: the second phases read them as neighbour states
-        h_a = self._add(h, self.homogeneous(h, homo_values, batch))  # path A: sequential first
-        h_b = self._add(h, self.heterogeneous(h, values, batch))  # path B: cross-modal first
-        values_a = self.w_v(h_a, batch.type_counts) if invasive else values
-        if invasive:
-            values_b = self.w_v(h_b, batch.type_counts) if self.projected_homogeneous else h_b
-        else:
-            values_b = homo_values
-        if rows is None:
-            out_a = self._add(h_a, self.heterogeneous(h_a, values_a, batch))
-            out_b = self._add(h_b, self.homogeneous(h_b, values_b, batch))
-        else:
-            homo_edges, hetero_edges = AttentionEdges.into_rows(batch, rows)
-            q = self.w_q.maps[NODE_TYPES.index("item")](h_a[rows])
-            k = self.w_k(h_a, batch.type_counts)
-            out_a = self._add(h_a[rows], self._heterogeneous(q, k, values_a, hetero_edges))
-            out_b = self._add(h_b[rows], self._homogeneous(h_b[rows], h_b, values_b, homo_edges))
+            if not pruned:
+                out = self._add(
+                    h, self.homogeneous(h, homo_values, batch) + self.heterogeneous(h, values, batch)
+                )
+                return self.norm(out if rows is None else out[rows])
+            homo_edges, hetero_edges = AttentionEdges.into_rows(batch, rows, same_stream=True)
+            homo = self._homogeneous(h[rows], h, homo_values, homo_edges)
+            q = self.w_q.maps[NODE_TYPES.index("item")](h[rows])
+            hetero = self._heterogeneous(q, self.w_k(h, batch.type_counts), values, hetero_edges)
+            return self.norm(self._add(h[rows], homo + hetero))
+        read = read_by_second_phase(batch, rows) if pruned else None
+        h_a, h_b = self._first_phases(h, values, homo_values, batch, read)
+        out_a, out_b = self._second_phases(h_a, h_b, values, homo_values, batch, rows, read)
         paths = torch.stack([out_a, out_b], dim=1)  # [N, 2, d]
         weights = self._gate_weights(self.gate_mlp(paths).squeeze(-1).float())
         return self.norm((weights.unsqueeze(-1).to(paths.dtype) * paths).sum(1))
+
+    def _first_phases(
+        self,
+        h: torch.Tensor,
+        values: torch.Tensor,
+        homo_values: torch.Tensor,
+        batch: GraphBatch,
+        read: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Path A's homogeneous and path B's heterogeneous phase: the states of every node, or of
+        the nodes ``read`` only (in that order)."""
+        if read is None:
+            h_a = self._add(h, self.homogeneous(h, homo_values, batch))
+            return h_a, self._add(h, self.heterogeneous(h, values, batch))
+        homo_edges, hetero_edges = AttentionEdges.into_rows(batch, read, same_stream=True)
+        h_read = h[read]
+        h_a = self._add(h_read, self._homogeneous(h_read, h, homo_values, homo_edges))
+        q, k = self.w_q(h_read, type_counts_of(batch, read)), self.w_k(h, batch.type_counts)
+        return h_a, self._add(h_read, self._heterogeneous(q, k, values, hetero_edges))
+
+    def _second_phases(
+        self,
+        h_a: torch.Tensor,
+        h_b: torch.Tensor,
+        values: torch.Tensor,
+        homo_values: torch.Tensor,
+        batch: GraphBatch,
+        rows: torch.Tensor | None,
+        read: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Path A's heterogeneous and path B's homogeneous phase into every node or into ``rows``;
+        ``read``: the nodes whose states ``h_a`` and ``h_b`` hold, when not all of them."""
+        counts = batch.type_counts if read is None else type_counts_of(batch, read)
+        if self.fusion == "invasive":
+            values_a = self.w_v(h_a, counts)
+            values_b = self.w_v(h_b, counts) if self.projected_homogeneous else h_b
+        else:
+            values_a, values_b = (values, homo_values) if read is None else (values[read], homo_values[read])
+        if rows is None:
+            out_a = self._add(h_a, self.heterogeneous(h_a, values_a, batch))
+            return out_a, self._add(h_b, self.homogeneous(h_b, values_b, batch))
+        homo_edges, hetero_edges = AttentionEdges.into_rows(batch, rows, read)
+        at = rows if read is None else _positions(read, batch.num_nodes)[rows]
+        q = self.w_q.maps[NODE_TYPES.index("item")](h_a[at])
+        out_a = self._add(h_a[at], self._heterogeneous(q, self.w_k(h_a, counts), values_a, hetero_edges))
+        return out_a, self._add(h_b[at], self._homogeneous(h_b[at], h_b, values_b, homo_edges))
 
     def _gate_weights(self, scores: torch.Tensor) -> torch.Tensor:
         if self.gate == "soft":

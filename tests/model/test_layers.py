@@ -7,7 +7,7 @@ import pytest
 import torch
 from seqdata import graphs_of
 
-from mmsr_model import sparse
+from mmsr_model import layers, sparse
 from mmsr_model.config import MMSRConfig
 from mmsr_model.graph import GraphBatch
 from mmsr_model.layers import HANLayer
@@ -208,14 +208,59 @@ def test_segment_softmax_equals_torch_geometric_bit_for_bit_with_gradients() -> 
     assert torch.equal(*(torch.autograd.grad((out * weights).sum(), logits)[0] for out in (ours, theirs)))
 
 
+@pytest.mark.parametrize("pruned", [frozenset({"cpu"}), frozenset()], ids=["pruned", "unpruned"])
 @pytest.mark.parametrize("homogeneous_values", ["states", "projected"])
 @pytest.mark.parametrize("fusion", ["non_invasive", "invasive"])
 @pytest.mark.parametrize("residual", [True, False])
 @pytest.mark.parametrize("update", ["async", "sync"])
 def test_restricting_to_readout_rows_gives_those_rows(
-    batch: GraphBatch, update: str, residual: bool, fusion: str, homogeneous_values: str
+    batch: GraphBatch,
+    update: str,
+    residual: bool,
+    fusion: str,
+    homogeneous_values: str,
+    pruned: frozenset[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(layers, "PRUNED_DEVICES", pruned)
     lay = layer(update=update, residual=residual, fusion=fusion, homogeneous_values=homogeneous_values)
     h = states(batch)
     rows = batch.last_node
     torch.testing.assert_close(lay(h, batch, rows=rows), lay(h, batch)[rows])
+
+
+@pytest.mark.parametrize("fusion", ["non_invasive", "invasive"])
+@pytest.mark.parametrize("update", ["async", "sync"])
+def test_pruned_first_phases_train_as_the_unpruned_ones(
+    batch: GraphBatch, update: str, fusion: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With attention dropout on, pruning draws the same masks: same outputs and gradients, same seed."""
+    runs = []
+    for pruned in (frozenset(), frozenset({"cpu"})):
+        monkeypatch.setattr(layers, "PRUNED_DEVICES", pruned)
+        torch.manual_seed(0)
+        lay = HANLayer(MMSRConfig(hidden_size=DIM, attn_dropout=0.3, update=update, fusion=fusion)).train()
+        h = states(batch).requires_grad_()
+        torch.manual_seed(1)
+        out = lay(h, batch, rows=batch.last_node)
+        out.square().sum().backward()
+        runs.append((out, h.grad, lay.w_q.maps[0].weight.grad, torch.rand(1)))
+    for pruned_value, unpruned_value in zip(runs[1], runs[0], strict=True):
+        torch.testing.assert_close(pruned_value, unpruned_value)
+
+
+def test_second_phase_reads_only_the_rows_and_their_in_neighbours(batch: GraphBatch) -> None:
+    rows = batch.last_node
+    read = set(layers.read_by_second_phase(batch, rows).tolist())
+    into = {
+        int(s)
+        for index in (batch.homo_index, batch.hetero_index)
+        for s, d in index.T
+        if int(d) in set(rows.tolist())
+    }
+    assert read == into | set(rows.tolist())
+    assert len(read) < batch.num_nodes
+    assert layers.type_counts_of(batch, torch.tensor(sorted(read))) == tuple(
+        sum(1 for node in read if sum(batch.type_counts[:t]) <= node < sum(batch.type_counts[: t + 1]))
+        for t in range(len(batch.type_counts))
+    )

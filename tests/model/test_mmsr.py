@@ -7,7 +7,7 @@ import pytest
 import torch
 from seqdata import fit_plainly
 
-from mmsr_model import batching
+from mmsr_model import batching, layers
 from mmsr_model.data import SequenceData, TargetSet
 from mmsr_model.device import tensors_in
 from mmsr_model.graph import NODE_TYPES, GraphBatch
@@ -163,6 +163,27 @@ def test_same_seed_same_model_and_scores(data: SequenceData) -> None:
     with torch.no_grad():
         torch.testing.assert_close(a(batch), b(batch))
         assert not torch.allclose(a(batch), model(data, seed=6).eval()(batch))
+
+
+@pytest.mark.parametrize("update", ["async", "sync"])
+def test_pruned_first_phases_train_the_same_model(
+    data: SequenceData, update: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pruning the layer to what the readout reads changes no loss and no score beyond float
+    rounding (same seed: the same dropout draws; products over fewer rows may round differently).
+
+    Weights are not compared: the gate's last bias has a zero gradient up to rounding (a softmax
+    over the two paths ignores a shift shared by both), which Adam turns into steps of any sign.
+    """
+    runs = []
+    for pruned in (frozenset(), frozenset({"cpu"})):
+        monkeypatch.setattr(layers, "PRUNED_DEVICES", pruned)
+        m = model(data, update=update, attn_dropout=0.3, seed=3)
+        losses = fit_plainly(m, data, epochs=2, batch_size=32)
+        with torch.no_grad():
+            runs.append((losses, m.eval().full_sort_predict(m.prepare_samples(data, data.splits["test"]))))
+    torch.testing.assert_close(runs[1][0], runs[0][0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(runs[1][1], runs[0][1], rtol=1e-5, atol=1e-5)
 
 
 def test_learns_toy_rule_far_better_than_random(data: SequenceData) -> None:
