@@ -344,7 +344,7 @@ class MMSR(SequentialRecommender):
             if (dropped := self._dropped.get(NODE_TYPES.index(m))) is not None:
                 kept = torch.from_numpy(~dropped).to(present.device)
                 present = present & (kept if ids is None else kept[ids])
-            vectors = vectors + torch.where(present[:, None], proj(content), self.content_missing[m])
+            vectors = vectors + fill_absent(proj(content), present, self.content_missing[m])
         return vectors
 
     @contextmanager
@@ -483,3 +483,19 @@ class AttentionReadout(nn.Module):
         pooled = torch.zeros(num_graphs, h.shape[1], dtype=h.dtype, device=h.device)
         pooled.index_add_(0, sample, (weights * h).to(h.dtype))
         return self.join(torch.cat([last, pooled], dim=-1))
+
+
+def fill_absent(projected: torch.Tensor, present: torch.Tensor, missing: torch.Tensor) -> torch.Tensor:
+    """``projected`` with every row not ``present`` replaced by the learned ``missing`` vector.
+
+    Most items have content, so on a CPU the few absent rows are overwritten in place (the
+    projection's backward does not read its output): a ``torch.where`` over the whole item
+    table and its two backward passes cost several times more there. On other devices the
+    row indices would wait on the device, so ``torch.where`` stays.
+    """
+    if projected.device.type != "cpu":
+        return torch.where(present[:, None], projected, missing)
+    projected = projected.to(torch.promote_types(projected.dtype, missing.dtype))
+    absent = (~present).nonzero().squeeze(1)
+    projected[absent] = missing.to(projected.dtype).expand(len(absent), -1)
+    return projected

@@ -8,7 +8,7 @@ import torch
 from seqdata import fit_plainly, loo_splits
 
 from mmsr_model.data import SequenceData
-from mmsr_model.mmsr import MMSR, content_vectors, fit_content_frame
+from mmsr_model.mmsr import MMSR, content_vectors, fill_absent, fit_content_frame
 from mmsr_model.persistence import load_model, save_model
 
 N_WARM, DIM = 30, 16
@@ -86,6 +86,24 @@ def test_on_by_default_persisted_and_off_when_asked(tmp_path) -> None:  # noqa: 
         # a cold item scores by content alone at inference; training still sees its ID row
         torch.testing.assert_close(table[N_WARM], content[N_WARM])
         torch.testing.assert_close(model.train().item_embeddings()[N_WARM], ids[N_WARM] + content[N_WARM])
+
+
+@pytest.mark.parametrize("absent", [[], [3], [0, 3, 7]])
+def test_absent_rows_take_the_stand_in_with_the_gradients_of_a_where(absent: list[int]) -> None:
+    projected_leaf = torch.randn(10, 4, requires_grad=True)
+    missing = torch.randn(4, requires_grad=True)
+    present = torch.ones(10, dtype=torch.bool)
+    present[absent] = False
+    weights = torch.randn(10, 4)
+    grads = []
+    for combine in (fill_absent, lambda x, keep, m: torch.where(keep[:, None], x, m)):
+        out = combine(projected_leaf * 1.0, present, missing)
+        grads.append((out, *torch.autograd.grad((out * weights).sum(), (projected_leaf, missing))))
+    for ours, reference in zip(*grads, strict=True):
+        torch.testing.assert_close(ours, reference)
+    torch.testing.assert_close(
+        grads[0][2], weights[absent].sum(0)
+    )  # zeros (not no gradient) when none is absent
 
 
 def test_dropping_a_modality_drops_its_content_too() -> None:
