@@ -9,6 +9,10 @@ the reverse). Each run is a fresh interpreter with that checkout first on ``PYTH
 ``benchmarks/results/side_by_side.{json,md}``, never over the quiet-machine files.
 
     python benchmarks/side_by_side.py --baseline /path/to/older/checkout [--rounds 2] [--threads 1]
+
+``--this-speed-args`` passes options to this checkout's ``speed.py`` only, to time the model an
+older checkout trained by default (``--item-content none`` against a checkout from before content
+joined the item vectors); ``--out NAME`` writes ``NAME.{json,md}`` instead.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ def _run(tree: Path, args: list[str], threads: int) -> str:
     return proc.stdout
 
 
-def _speed(tree: Path, opts: argparse.Namespace) -> list[dict[str, Any]]:
+def _speed(tree: Path, opts: argparse.Namespace, extra: list[str]) -> list[dict[str, Any]]:
     with tempfile.TemporaryDirectory(prefix="mmsr-side-speed-") as out:
         _run(
             tree,
@@ -73,6 +77,7 @@ def _speed(tree: Path, opts: argparse.Namespace) -> list[dict[str, Any]]:
                 str(opts.seed),
                 "--out",
                 out,
+                *extra,
             ],
             opts.threads,
         )
@@ -85,24 +90,27 @@ def _recommend(tree: Path, home: Path, threads: int) -> dict[str, Any]:
     return {**json.loads(stdout.strip().splitlines()[-1]), "load_average_1min": round(load, 2)}
 
 
+def _prepare(tree: Path, home: str, threads: int) -> str:
+    """The baseline's ``recommend.py`` prepares the home (an older one, without a prepare-only phase,
+    prepares it by one whole run of its own, whose timings are not used)."""
+    script = tree / "benchmarks" / "recommend.py"
+    phase = (
+        ["--phase", "prepare"] if '"prepare"' in script.read_text() else ["--phase", "all", "--repeats", "1"]
+    )
+    return _run(tree, ["benchmarks/recommend.py", *phase, "--home", home], threads).strip()
+
+
 def measure(opts: argparse.Namespace) -> dict[str, Any]:
     trees = {"baseline": opts.baseline.resolve(), "this": ROOT}
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in trees}
     with tempfile.TemporaryDirectory(prefix="mmsr-side-home-") as home:
-        log.info(
-            "preparing the recommend home: %s",
-            _run(
-                trees["baseline"],
-                ["benchmarks/recommend.py", "--phase", "prepare", "--home", home],
-                opts.threads,
-            ).strip(),
-        )
+        log.info("preparing the recommend home: %s", _prepare(trees["baseline"], home, opts.threads))
         for round_ in range(1, opts.rounds + 1):
             for name, tree in trees.items():
                 started = time.perf_counter()
                 run = {
                     "round": round_,
-                    "speed": _speed(tree, opts),
+                    "speed": _speed(tree, opts, opts.this_speed_args.split() if name == "this" else []),
                     "recommend": _recommend(tree, Path(home), opts.threads),
                 }
                 runs[name].append(run)
@@ -143,9 +151,9 @@ def summarise(result: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def write(result: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+def write(result: dict[str, Any], rows: list[dict[str, Any]], name: str) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "side_by_side.json").write_text(json.dumps({**result, "summary": rows}, indent=2) + "\n")
+    (RESULTS / f"{name}.json").write_text(json.dumps({**result, "summary": rows}, indent=2) + "\n")
     loads = [
         s["load_average_1min"] for runs in result["runs"].values() for run in runs for s in run["speed"]
     ] + [run["recommend"]["load_average_1min"] for runs in result["runs"].values() for run in runs]
@@ -161,15 +169,20 @@ def write(result: dict[str, Any], rows: list[dict[str, Any]]) -> None:
             if max(loads) < int(result["options"]["threads"]) + 1
             else "**taken under load**, other jobs shared the cores, so absolute figures are pessimistic; "
             "the ratios compare runs under the same load."
+        )
+        + (
+            f" This checkout's `speed.py` ran with `{extra}`."
+            if (extra := result["options"].get("this_speed_args"))
+            else ""
         ),
         "",
         "| figure | baseline | this | ratio |",
         "|---|---|---|---|",
         *(f"| {r['figure']} | {r['baseline']:.1f} | {r['this']:.1f} | {r['ratio']:.2f} |" for r in rows),
         "",
-        "Raw runs, commands and options: `side_by_side.json`.",
+        f"Raw runs, commands and options: `{name}.json`.",
     ]
-    (RESULTS / "side_by_side.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{name}.md").write_text("\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -183,12 +196,14 @@ def main() -> None:
     parser.add_argument("--modality-sets", default="text;text,image")
     parser.add_argument("--infer-users", type=int, default=4096)
     parser.add_argument("--seed", type=int, default=2023)
+    parser.add_argument("--this-speed-args", default="", help="options for this checkout's speed.py only")
+    parser.add_argument("--out", default="side_by_side", help="results name under benchmarks/results")
     opts = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     result = measure(opts)
     rows = summarise(result)
-    write(result, rows)
-    print((RESULTS / "side_by_side.md").read_text())
+    write(result, rows, opts.out)
+    print((RESULTS / f"{opts.out}.md").read_text())
 
 
 if __name__ == "__main__":

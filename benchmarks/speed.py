@@ -16,7 +16,8 @@ Each row also says how far the model step and the scoring are from their arithme
 machine's float32 GEMM peak with the same threads). ``--loss sampled_softmax`` times that
 objective (its negatives' rows of the item table only) instead of the full softmax;
 ``--content-dim K`` keeps the content vectors' top K principal axes (MMSR's ``content_dim``,
-by default the model's; ``all`` keeps every dimension).
+by default the model's; ``all`` keeps every dimension); ``--item-content none`` leaves content out
+of the item vectors (code nodes only: the model the pipeline trained before content joined them).
 
 Results go to ``benchmarks/results/speed.{json,md}`` (``--out`` to change).
 """
@@ -113,6 +114,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
         max_len=50,
         hidden_size=args.hidden,
         content_dim=args.content_dim,
+        item_content=args.item_content,
         seed=args.seed,
     )
     model.to(device).train()
@@ -313,7 +315,9 @@ def write_results(rows: list[dict[str, Any]], out: Path, command: str) -> None:
         key = f"{row['device']}|threads={row['torch_threads']}|{mods}|{row['users']}"
         if row.get("objective", "full_softmax") != "full_softmax":
             key += f"|{row['objective']}"
-        if row.get("content_dim"):
+        if row.get("content") == "none":
+            key += "|content=none"
+        elif row.get("content_dim"):
             key += f"|content_dim={row['content_dim']}"
         if row.get("batch_size", 128) != 128:
             key += f"|batch={row['batch_size']}"
@@ -416,6 +420,12 @@ def main() -> None:
         type=lambda v: MMSRConfig(content_dim=v).content_dim,  # the model's own reading of "all"
         default=MMSRConfig().content_dim,
         help="MMSR's content_dim (kept principal axes; 'all': every dimension); default: the model's",
+    )
+    parser.add_argument(
+        "--item-content",
+        choices=["add", "none"],
+        default=MMSRConfig().item_content,
+        help="MMSR's item_content ('none': code nodes only); default: the model's",
     )
     parser.add_argument("--seed", type=int, default=2023)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
