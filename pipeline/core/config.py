@@ -161,8 +161,9 @@ class Settings(BaseSettings):
         "never",
         description="auto: when a champion exists, its id maps are a prefix of today's and the codes kept "
         "their centres, every model starts from the champion run's weights and trains the warm schedule; "
-        "any failed check trains cold (reason logged). never (default until a full-size replay shows warm "
-        "nights score level with cold ones): every night trains from random weights, codes re-clustered",
+        "any failed check trains cold (reason logged). never (default: on all Beauty users the warm chain "
+        "drifts below cold night by night, benchmarks/results/nightly_replay_full.md): every night trains "
+        "from random weights, codes re-clustered",
     )
     warm_max_epochs: int = Field(
         5, ge=1, description="epoch cap of a warm night's selection run (its refit reuses the best count)"
