@@ -24,3 +24,13 @@ def test_a_content_dim_row_sits_beside_the_full_content_row(tmp_path: Path) -> N
     write_results([ROW, {**ROW, "content_dim": 64, "train_samples_per_s": 9.0}], tmp_path, "both")
     table = [line for line in (tmp_path / "speed.md").read_text().splitlines() if line.startswith("| cpu")]
     assert len(table) == 2
+
+
+def test_a_row_without_content_sits_beside_the_content_rows(tmp_path: Path) -> None:
+    rows = [
+        {**ROW, "content_dim": 64},
+        {**ROW, "content_dim": 64, "content": "none", "train_samples_per_s": 9.0},
+    ]
+    write_results(rows, tmp_path, "both")
+    table = [line for line in (tmp_path / "speed.md").read_text().splitlines() if line.startswith("| cpu")]
+    assert len(table) == 2
