@@ -156,6 +156,15 @@ class Settings(BaseSettings):
     promotion_margin: float = Field(
         0.0, ge=0, description="how much the challenger must beat the champion by"
     )
+    warm_drift_tolerance: float = Field(
+        0.02,
+        ge=0,
+        lt=1,
+        description="a warm model whose gate metric is below (1 - this) x that of its chain's cold model (on "
+        "the same split) is not promoted, and the next night trains cold. On all Beauty users a warm chain "
+        "fell 1.0% below a cold model retrained that night on its first night, 2.7% on its second and 10.5% "
+        "on its fourth (benchmarks/results/nightly_replay_full.md); 0.02 sits between the first two",
+    )
 
     warm_start: Literal["auto", "never"] = Field(
         "never",

@@ -27,6 +27,10 @@ from pipeline.serving.pyfunc_model import (
 log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
+#: run tag: the day of the cold run a chain of warm nights started from (the full-retrain clock)
+FULL_RETRAIN_TAG = "full_retrain_date"
+#: model version tag: "true" when a warm model fell below its chain's cold model at the gate
+WARM_DRIFT_TAG = "warm_drift"
 CHALLENGER = "challenger"
 _GATE_BATCH = 8192
 

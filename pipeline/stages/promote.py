@@ -6,6 +6,12 @@ default; else validation, see ``gate_split``), so a champion trained on an older
 index is still compared fairly (unknown history items are dropped, an unknown target
 counts as a miss). Only a challenger that beats the champion by the margin gets the
 ``champion`` alias.
+
+A warm model (trained from the champion's weights) is also held against its chain's
+cold model, the one that started the chain, on the same split: each warm night is
+compared with a champion that may itself be warm, so a chain that loses a little every
+night would pass every night. Below ``warm_drift_tolerance`` of the cold model's value it
+is not promoted, and its version is tagged so that the next night trains cold.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from pipeline.core.errors import PipelineError
 from pipeline.serving.registry import (
     CHALLENGER,
     CHAMPION,
+    FULL_RETRAIN_TAG,
+    WARM_DRIFT_TAG,
     current_champion,
     load_registered,
     registered_name,
@@ -81,6 +89,26 @@ def gate_split(settings: Settings) -> str:
     return "test" if settings.model.refit else "valid"
 
 
+def chain_cold_version(client: MlflowClient, dataset: str, version: int) -> int | None:
+    """The promoted cold version that ``version``'s warm chain started from (None: ``version`` is cold,
+    or that version is gone)."""
+    name = registered_name(dataset)
+    run = client.get_run(client.get_model_version(name, str(version)).run_id)
+    if run.data.tags.get("warm_start") != "warm":
+        return None
+    started = run.data.tags.get(FULL_RETRAIN_TAG)
+    cold_runs = client.search_runs(
+        [run.info.experiment_id], f"tags.warm_start = 'cold' and tags.{FULL_RETRAIN_TAG} = '{started}'"
+    )
+    versions = [
+        int(v.version)
+        for cold in cold_runs
+        for v in client.search_model_versions(f"name = '{name}' and run_id = '{cold.info.run_id}'")
+        if v.tags.get("promotion_decision") == "promoted"
+    ]
+    return max(versions, default=None)
+
+
 @dataclass(frozen=True)
 class PromotionDecision:
     dataset: str
@@ -93,6 +121,8 @@ class PromotionDecision:
     margin: float
     promoted: bool
     reason: str
+    chain_cold_version: int | None = None
+    chain_cold_value: float | None = None
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -120,8 +150,37 @@ def run_promote(settings: Settings, dataset: str, version: int) -> PromotionDeci
         reason = (
             f"{split} {metric} {challenger:.5f} {verdict} v{champion_version}'s {champion:.5f} + {margin}"
         )
+    cold_version = chain_cold_version(client, dataset, version)
+    cold: float | None = None
+    drifted = False
+    if cold_version is not None:
+        same = cold_version == champion_version and champion is not None
+        cold = (
+            champion
+            if same
+            else evaluate_version(f"models:/{name}/{cold_version}", data, index, split, metric)
+        )
+        floor = (1 - settings.warm_drift_tolerance) * cold
+        if drifted := challenger < floor:
+            promoted = False
+            reason = (
+                f"{reason}; warm model below its chain's cold v{cold_version} ({cold:.5f} x "
+                f"(1 - {settings.warm_drift_tolerance}) = {floor:.5f}): not promoted, "
+                "the next night trains cold"
+            )
     decision = PromotionDecision(
-        dataset, version, metric, split, challenger, champion_version, champion, margin, promoted, reason
+        dataset,
+        version,
+        metric,
+        split,
+        challenger,
+        champion_version,
+        champion,
+        margin,
+        promoted,
+        reason,
+        cold_version,
+        cold,
     )
     tags = {
         "promotion_decision": "promoted" if promoted else "rejected",
@@ -132,6 +191,8 @@ def run_promote(settings: Settings, dataset: str, version: int) -> PromotionDeci
         f"challenger_{split}_{metric}": challenger,
         f"champion_{split}_{metric}": "" if champion is None else champion,
         "compared_champion_version": "" if champion_version is None else champion_version,
+        "chain_cold_version": "" if cold_version is None else cold_version,
+        WARM_DRIFT_TAG: str(drifted).lower(),
     }
     for key, value in tags.items():
         client.set_model_version_tag(name, str(version), key, str(value))

@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 from mmsr_model.incremental import incremental_samples, trained_upto
 from pipeline.core.config import Settings
 from pipeline.serving.registry import registered_name, setup_mlflow
+from pipeline.stages import promote
 from pipeline.stages.train.config import train_config
 from pipeline.stages.train.run import TrainReport, night_config, run_train
 from pipeline.stages.train.warm import WarmPlan, plan_warm_start
@@ -150,6 +151,29 @@ def test_a_shrunk_id_map_or_a_broken_champion_trains_cold_without_crashing(
     report = run_train(settings, "tiny", promote=False, run_date=NIGHT_0 + timedelta(days=1))
     assert report.warm_start == "cold" and "warm start check failed" in report.warm_start_reason
     assert report.epochs > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("warm_value", "drifted"), [(0.48, False), (0.47, True)])
+def test_a_warm_model_that_drifts_below_its_chains_cold_model_is_held_back_and_the_next_night_is_cold(
+    night_0: tuple, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, warm_value: float, drifted: bool
+) -> None:
+    """With the chain's cold v1 at 0.5 on the gate split, tolerance 0.05 puts the floor at 0.475."""
+    settings = _next_night(night_0, tmp_path, warm_drift_tolerance=0.05, promotion_margin=0.0)
+    night_1 = run_train(settings, "tiny", promote=False, run_date=NIGHT_0 + timedelta(days=1))
+    assert night_1.warm_start == "warm"
+    first = f"models:/{registered_name('tiny')}/1"
+    monkeypatch.setattr(promote, "evaluate_version", lambda uri, *_: 0.5 if uri == first else warm_value)
+    decision = promote.run_promote(settings, "tiny", night_1.model_version)
+    assert (decision.chain_cold_version, decision.chain_cold_value) == (1, 0.5)
+    assert not decision.promoted  # 0.47 and 0.48 do not beat the champion (v1) either
+    assert ("the next night trains cold" in decision.reason) == drifted
+    tags = MlflowClient(settings.tracking_uri).get_model_version(registered_name("tiny"), "2").tags
+    assert tags["warm_drift"] == str(drifted).lower() and tags["chain_cold_version"] == "1"
+    plan = _plan(settings, NIGHT_0 + timedelta(days=2))
+    assert (plan.mode == "cold") == drifted
+    if drifted:
+        assert plan.reason == "v2 drifted below its chain's cold model at the gate: full retrain"
 
 
 def test_a_warm_night_trains_at_the_scaled_learning_rate_on_the_warm_schedule(tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ every night.
 
 Warm needs: ``warm_start: auto``; a champion whose run carries the warm artifacts and
 the date of the cold run its chain began with; fewer than ``full_retrain_every_days``
-days since that cold run; today's user and item id maps extending the champion's
+days since that cold run; no warm model since that fell below its chain's cold model at
+the gate (:mod:`pipeline.stages.promote`); today's user and item id maps extending the champion's
 (append-only, as extract writes them); and weights that fit today's models (same
 hyper-parameters, same code centres, see :mod:`mmsr_model.warm_start`). Any check
 that fails, and any error on the way, gives a cold night with the reason logged and
@@ -40,7 +41,7 @@ from mmsr_model.persistence import load_model, save_model
 from mmsr_model.registry import build_model
 from mmsr_model.warm_start import IncompatibleWeights, check_transfer
 from pipeline.core.config import Settings
-from pipeline.serving.registry import current_champion, registered_name
+from pipeline.serving.registry import FULL_RETRAIN_TAG, WARM_DRIFT_TAG, current_champion, registered_name
 from pipeline.warehouse.dataset import DatasetIndex
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,6 @@ ARTIFACTS = "warm"
 INDEX_FILES = ("user_index.parquet", "item_index.parquet")
 #: per user, one past the last target position the run's models learned (mmsr_model.incremental)
 TRAINED_UPTO = "trained_upto.npy"
-#: the day of the cold run a chain of warm nights started from (the full-retrain clock)
-FULL_RETRAIN_TAG = "full_retrain_date"
 
 
 class WarmUnavailable(Exception):
@@ -114,7 +113,13 @@ def _warm_plan(
     version = current_champion(client, dataset)
     if version is None:
         raise WarmUnavailable("no champion")
-    run_id = client.get_model_version(registered_name(dataset), str(version)).run_id
+    name = registered_name(dataset)
+    newest = max(client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
+    if newest.tags.get(WARM_DRIFT_TAG) == "true":
+        raise WarmUnavailable(
+            f"v{newest.version} drifted below its chain's cold model at the gate: full retrain"
+        )
+    run_id = client.get_model_version(name, str(version)).run_id
     started = client.get_run(run_id).data.tags.get(FULL_RETRAIN_TAG)
     if started is None:
         raise WarmUnavailable(f"champion v{version}'s run has no {FULL_RETRAIN_TAG} tag (no warm artifacts)")
