@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -114,15 +115,23 @@ def type_counts_of(batch: GraphBatch, nodes: torch.Tensor) -> tuple[int, ...]:
     return tuple(torch.searchsorted(nodes, ends).diff(prepend=ends.new_zeros(1)).tolist())
 
 
-def read_by_second_phase(batch: GraphBatch, rows: torch.Tensor) -> torch.Tensor:
-    """Ascending ids of ``rows`` and of every node with an edge into them: the only nodes whose
-    first-phase states a second phase restricted to ``rows`` reads."""
+class NodeSubset(NamedTuple):
+    """Ascending node ids of a batch and how many of them are of each type."""
+
+    nodes: torch.Tensor
+    type_counts: tuple[int, ...]
+
+
+def read_by_second_phase(batch: GraphBatch, rows: torch.Tensor) -> NodeSubset:
+    """``rows`` and every node with an edge into them: the only nodes whose first-phase states a
+    second phase restricted to ``rows`` reads."""
     is_row = torch.zeros(batch.num_nodes, dtype=torch.bool, device=rows.device)
     is_row[rows] = True
     read = is_row.clone()
     for index in (batch.homo_index, batch.hetero_index):
         read[index[0][is_row[index[1]]]] = True
-    return read.nonzero().squeeze(1)
+    nodes = read.nonzero().squeeze(1)
+    return NodeSubset(nodes, type_counts_of(batch, nodes))
 
 
 def _aggregate(
@@ -240,17 +249,17 @@ class HANLayer(nn.Module):
         values: torch.Tensor,
         homo_values: torch.Tensor,
         batch: GraphBatch,
-        read: torch.Tensor | None,
+        read: NodeSubset | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Path A's homogeneous and path B's heterogeneous phase: the states of every node, or of
         the nodes ``read`` only (in that order)."""
         if read is None:
             h_a = self._add(h, self.homogeneous(h, homo_values, batch))
             return h_a, self._add(h, self.heterogeneous(h, values, batch))
-        homo_edges, hetero_edges = AttentionEdges.into_rows(batch, read, same_stream=True)
-        h_read = h[read]
+        homo_edges, hetero_edges = AttentionEdges.into_rows(batch, read.nodes, same_stream=True)
+        h_read = h[read.nodes]
         h_a = self._add(h_read, self._homogeneous(h_read, h, homo_values, homo_edges))
-        q, k = self.w_q(h_read, type_counts_of(batch, read)), self.w_k(h, batch.type_counts)
+        q, k = self.w_q(h_read, read.type_counts), self.w_k(h, batch.type_counts)
         return h_a, self._add(h_read, self._heterogeneous(q, k, values, hetero_edges))
 
     def _second_phases(
@@ -261,21 +270,27 @@ class HANLayer(nn.Module):
         homo_values: torch.Tensor,
         batch: GraphBatch,
         rows: torch.Tensor | None,
-        read: torch.Tensor | None,
+        read: NodeSubset | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Path A's heterogeneous and path B's homogeneous phase into every node or into ``rows``;
         ``read``: the nodes whose states ``h_a`` and ``h_b`` hold, when not all of them."""
-        counts = batch.type_counts if read is None else type_counts_of(batch, read)
+        counts = batch.type_counts if read is None else read.type_counts
         if self.fusion == "invasive":
             values_a = self.w_v(h_a, counts)
             values_b = self.w_v(h_b, counts) if self.projected_homogeneous else h_b
         else:
-            values_a, values_b = (values, homo_values) if read is None else (values[read], homo_values[read])
+            values_a, values_b = (
+                (values, homo_values) if read is None else (values[read.nodes], homo_values[read.nodes])
+            )
         if rows is None:
             out_a = self._add(h_a, self.heterogeneous(h_a, values_a, batch))
             return out_a, self._add(h_b, self.homogeneous(h_b, values_b, batch))
-        homo_edges, hetero_edges = AttentionEdges.into_rows(batch, rows, read)
-        at = rows if read is None else _positions(read, batch.num_nodes)[rows]
+        if read is None:
+            homo_edges, hetero_edges = AttentionEdges.into_rows(batch, rows)
+            at = rows
+        else:  # rows are among the ascending read nodes: their positions there by bisection
+            homo_edges, hetero_edges = AttentionEdges.into_rows(batch, rows, read.nodes)
+            at = torch.searchsorted(read.nodes, rows)
         q = self.w_q.maps[NODE_TYPES.index("item")](h_a[at])
         out_a = self._add(h_a[at], self._heterogeneous(q, self.w_k(h_a, counts), values_a, hetero_edges))
         return out_a, self._add(h_b[at], self._homogeneous(h_b[at], h_b, values_b, homo_edges))

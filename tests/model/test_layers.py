@@ -251,7 +251,8 @@ def test_pruned_first_phases_train_as_the_unpruned_ones(
 
 def test_second_phase_reads_only_the_rows_and_their_in_neighbours(batch: GraphBatch) -> None:
     rows = batch.last_node
-    read = set(layers.read_by_second_phase(batch, rows).tolist())
+    subset = layers.read_by_second_phase(batch, rows)
+    read = set(subset.nodes.tolist())
     into = {
         int(s)
         for index in (batch.homo_index, batch.hetero_index)
