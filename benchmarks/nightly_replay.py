@@ -12,7 +12,8 @@ items embed), codes, train (MMSR + Pop) and the promotion gate. Two arms:
 
 - warm: ``warm_start: auto`` (codes keep their centres, train seeds from the champion);
   ``--warm-arm NAME:SETTING=VALUE,...`` adds warm arms with other warm settings (each
-  its own home and champion chain), for choosing those settings;
+  its own home and champion chain), for choosing those settings, for example
+  ``--warm-arm 'anchored:warm_from="chain_cold"'``;
 - cold: ``warm_start: never`` (codes re-clustered, every model from random weights);
   ``--cold-seed N`` adds a second cold arm with another seed, which measures how far two
   cold models land apart: the noise that the warm arms' gap to cold should be read against.
@@ -340,6 +341,8 @@ def _warm_schedule(overrides: dict[str, Any]) -> dict[str, Any]:
     from pipeline.core.config import Settings
 
     names = (
+        "warm_from",
+        "warm_drift_tolerance",
         "warm_max_epochs",
         "warm_patience",
         "warm_replay_fraction",

@@ -174,6 +174,13 @@ class Settings(BaseSettings):
         "drifts below cold night by night, benchmarks/results/nightly_replay_full.md): every night trains "
         "from random weights, codes re-clustered",
     )
+    warm_from: Literal["champion", "chain_cold"] = Field(
+        "champion",
+        description="the weights a warm night starts from. champion: the served model, so each warm night "
+        "fine-tunes the last one and what each loses adds up; chain_cold: the cold model its chain began "
+        "with, fine-tuned on everything that model has not learned, so warm nights do not build on each "
+        "other (each night trains on more new samples than the last, up to the full retrain)",
+    )
     warm_max_epochs: int = Field(
         5, ge=1, description="epoch cap of a warm night's selection run (its refit reuses the best count)"
     )

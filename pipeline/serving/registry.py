@@ -114,3 +114,23 @@ def current_champion(client: MlflowClient, dataset: str) -> int | None:
         return int(client.get_model_version_by_alias(registered_name(dataset), CHAMPION).version)
     except MlflowException:
         return None
+
+
+def chain_cold_version(client: MlflowClient, dataset: str, version: int) -> int | None:
+    """The promoted cold version that ``version``'s warm chain started from (None: ``version`` is cold,
+    or that version is gone)."""
+    name = registered_name(dataset)
+    run = client.get_run(client.get_model_version(name, str(version)).run_id)
+    if run.data.tags.get("warm_start") != "warm":
+        return None
+    started = run.data.tags.get(FULL_RETRAIN_TAG)
+    cold_runs = client.search_runs(
+        [run.info.experiment_id], f"tags.warm_start = 'cold' and tags.{FULL_RETRAIN_TAG} = '{started}'"
+    )
+    versions = [
+        int(v.version)
+        for cold in cold_runs
+        for v in client.search_model_versions(f"name = '{name}' and run_id = '{cold.info.run_id}'")
+        if v.tags.get("promotion_decision") == "promoted"
+    ]
+    return max(versions, default=None)

@@ -32,8 +32,8 @@ from pipeline.core.errors import PipelineError
 from pipeline.serving.registry import (
     CHALLENGER,
     CHAMPION,
-    FULL_RETRAIN_TAG,
     WARM_DRIFT_TAG,
+    chain_cold_version,
     current_champion,
     load_registered,
     registered_name,
@@ -87,26 +87,6 @@ def gate_split(settings: Settings) -> str:
     unseen by both the challenger and a champion trained the same way.
     """
     return "test" if settings.model.refit else "valid"
-
-
-def chain_cold_version(client: MlflowClient, dataset: str, version: int) -> int | None:
-    """The promoted cold version that ``version``'s warm chain started from (None: ``version`` is cold,
-    or that version is gone)."""
-    name = registered_name(dataset)
-    run = client.get_run(client.get_model_version(name, str(version)).run_id)
-    if run.data.tags.get("warm_start") != "warm":
-        return None
-    started = run.data.tags.get(FULL_RETRAIN_TAG)
-    cold_runs = client.search_runs(
-        [run.info.experiment_id], f"tags.warm_start = 'cold' and tags.{FULL_RETRAIN_TAG} = '{started}'"
-    )
-    versions = [
-        int(v.version)
-        for cold in cold_runs
-        for v in client.search_model_versions(f"name = '{name}' and run_id = '{cold.info.run_id}'")
-        if v.tags.get("promotion_decision") == "promoted"
-    ]
-    return max(versions, default=None)
 
 
 @dataclass(frozen=True)

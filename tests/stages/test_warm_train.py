@@ -117,7 +117,7 @@ def _drop_trained_upto(settings: Settings) -> None:
         (None, {"model": {"hidden_size": 8}}, 1, "mmsr hyper-parameters differ"),
         (_renumber, {}, 1, "item_index.parquet: today's ids renumber"),
         (_move_centres, {}, 1, "text code centres differ from the champion's (codes were rebuilt)"),
-        (_drop_trained_upto, {}, 1, "champion v1's run has no trained_upto.npy"),
+        (_drop_trained_upto, {}, 1, "champion v1: its run has no trained_upto.npy"),
     ],
 )
 def test_each_failed_check_falls_back_to_cold_with_its_reason(
@@ -176,6 +176,36 @@ def test_a_warm_model_that_drifts_below_its_chains_cold_model_is_held_back_and_t
         assert plan.reason == "v2 drifted below its chain's cold model at the gate: full retrain"
 
 
+@pytest.mark.slow
+def test_warm_from_chain_cold_starts_every_warm_night_from_the_chains_cold_model(
+    night_0: tuple, tmp_path: Path
+) -> None:
+    """Night 1 trains warm from v1 (cold) and its v2 is served; night 2 starts from v1 again, not v2."""
+    settings = _next_night(night_0, tmp_path, warm_from="chain_cold")
+    night_1 = run_train(settings, "tiny", promote=False, run_date=NIGHT_0 + timedelta(days=1))
+    assert (night_1.warm_start, night_1.warm_start_from, night_1.model_version) == ("warm", 1, 2)
+    client = MlflowClient(settings.tracking_uri)
+    name = registered_name("tiny")
+    client.set_registered_model_alias(name, "champion", "2")
+    night_2 = NIGHT_0 + timedelta(days=2)
+
+    chained = _plan(settings.model_copy(update={"warm_from": "champion"}), night_2)
+    assert (chained.mode, chained.source_version) == ("warm", 2)
+    anchored = _plan(settings, night_2)
+    assert (anchored.mode, anchored.source_version, anchored.full_retrain_date) == ("warm", 1, NIGHT_0)
+    assert anchored.reason == "from v1, the cold model of champion v2's chain, last full retrain 2026-03-01"
+    assert Path(anchored.weights["mmsr"]).parent.name == "v1"
+    assert anchored.tags()["warm_start_from_version"] == "1"
+    # tonight trains on everything the cold model has not learned: the champion's trained_upto is v1's
+    night_0_data, _ = load_sequence_data(tiny_settings(night_0[0]), "tiny")
+    assert np.array_equal(np.load(anchored.trained_upto), trained_upto(night_0_data, with_valid=True))
+
+    client.delete_model_version(name, "1")
+    gone = _plan(settings, night_2)
+    assert gone.mode == "cold"
+    assert gone.reason == "champion v2's chain has no promoted cold version left (warm_from)"
+
+
 def test_a_warm_night_trains_at_the_scaled_learning_rate_on_the_warm_schedule(tmp_path: Path) -> None:
     settings = _settings(
         tmp_path, warm_lr_scale=0.25, warm_replay_fraction=0.3, warm_lend_valid_share=0.4, warm_new_repeats=3
@@ -185,7 +215,7 @@ def test_a_warm_night_trains_at_the_scaled_learning_rate_on_the_warm_schedule(tm
         mode="warm",
         reason="from champion v1",
         full_retrain_date=NIGHT_0,
-        champion_version=1,
+        source_version=1,
         weights={"mmsr": "mmsr.pt"},
         trained_upto="trained_upto.npy",
     )

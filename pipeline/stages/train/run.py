@@ -280,7 +280,7 @@ def run_train(
         test=final["test"],
         warm_start=plan.mode,
         warm_start_reason=plan.reason,
-        warm_start_from=plan.champion_version if plan.mode == WARM else None,
+        warm_start_from=plan.source_version if plan.mode == WARM else None,
         refit_epochs=history.refit_epochs,
         samples_processed=samples_processed(history),
         baselines=baselines,

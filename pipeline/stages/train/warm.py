@@ -1,19 +1,22 @@
 """Whether tonight's training starts warm from the champion, and from which weights.
 
-A warm night seeds MMSR and every trainable baseline with the weights the champion's
-training run saved (its ``warm/`` artifacts), then trains the short schedule
+A warm night seeds MMSR and every trainable baseline with the weights a source model's
+training run saved (its ``warm/`` artifacts): the champion's, or with ``warm_from:
+chain_cold`` those of the cold model the champion's chain began with, so that warm nights
+do not fine-tune each other's fine-tuning. It then trains the short schedule
 (``warm_max_epochs``, ``warm_patience``) with early stopping on validation; with
 ``model.refit`` the refit also starts from those weights and runs the selected epoch
-count on train + valid. Both train only on the samples the champion has not learned
+count on train + valid. Both train only on the samples the source has not learned
 plus a ``warm_replay_fraction`` of the rest, and validation uses only the valid
 targets it has not learned (:mod:`mmsr_model.incremental`; the run's
 ``trained_upto.npy`` says what it learned). Pop has no weights: it is counted afresh
 every night.
 
-Warm needs: ``warm_start: auto``; a champion whose run carries the warm artifacts and
-the date of the cold run its chain began with; fewer than ``full_retrain_every_days``
+Warm needs: ``warm_start: auto``; a source whose run carries the warm artifacts and
+the date of the cold run its chain began with (with ``chain_cold``, that cold model still
+registered); fewer than ``full_retrain_every_days``
 days since that cold run; no warm model since that fell below its chain's cold model at
-the gate (:mod:`pipeline.stages.promote`); today's user and item id maps extending the champion's
+the gate (:mod:`pipeline.stages.promote`); today's user and item id maps extending the source's
 (append-only, as extract writes them); and weights that fit today's models (same
 hyper-parameters, same code centres, see :mod:`mmsr_model.warm_start`). Any check
 that fails, and any error on the way, gives a cold night with the reason logged and
@@ -41,7 +44,13 @@ from mmsr_model.persistence import load_model, save_model
 from mmsr_model.registry import build_model
 from mmsr_model.warm_start import IncompatibleWeights, check_transfer
 from pipeline.core.config import Settings
-from pipeline.serving.registry import FULL_RETRAIN_TAG, WARM_DRIFT_TAG, current_champion, registered_name
+from pipeline.serving.registry import (
+    FULL_RETRAIN_TAG,
+    WARM_DRIFT_TAG,
+    chain_cold_version,
+    current_champion,
+    registered_name,
+)
 from pipeline.warehouse.dataset import DatasetIndex
 
 log = logging.getLogger(__name__)
@@ -60,21 +69,21 @@ class WarmUnavailable(Exception):
 
 @dataclass(frozen=True)
 class WarmPlan:
-    """Tonight's start: warm from ``champion_version``'s ``weights``, or cold, and why."""
+    """Tonight's start: warm from ``source_version``'s ``weights``, or cold, and why."""
 
     mode: str
     reason: str
     full_retrain_date: date
-    champion_version: int | None = None
+    source_version: int | None = None
     weights: dict[str, str] = field(default_factory=dict)  # model name -> local weights file
-    trained_upto: str | None = None  # local copy of the champion run's TRAINED_UPTO
+    trained_upto: str | None = None  # local copy of the source run's TRAINED_UPTO
 
     def tags(self) -> dict[str, str]:
         """What the MLflow run records about its start."""
         return {
             "warm_start": self.mode,
             "warm_start_reason": self.reason,
-            "warm_start_from_version": str(self.champion_version) if self.mode == WARM else "none",
+            "warm_start_from_version": str(self.source_version) if self.mode == WARM else "none",
             FULL_RETRAIN_TAG: self.full_retrain_date.isoformat(),
         }
 
@@ -119,8 +128,8 @@ def _warm_plan(
         raise WarmUnavailable(
             f"v{newest.version} drifted below its chain's cold model at the gate: full retrain"
         )
-    run_id = client.get_model_version(name, str(version)).run_id
-    started = client.get_run(run_id).data.tags.get(FULL_RETRAIN_TAG)
+    run = client.get_run(client.get_model_version(name, str(version)).run_id)
+    started = run.data.tags.get(FULL_RETRAIN_TAG)
     if started is None:
         raise WarmUnavailable(f"champion v{version}'s run has no {FULL_RETRAIN_TAG} tag (no warm artifacts)")
     age = (run_date - date.fromisoformat(started)).days
@@ -129,16 +138,25 @@ def _warm_plan(
             f"full retrain due: last one {age} day(s) ago, "
             f"full_retrain_every_days={settings.full_retrain_every_days}"
         )
-    folder = settings.dataset_dir(dataset) / "checkpoints" / "warm" / f"v{version}"
+    source, origin = version, f"champion v{version}"
+    if settings.warm_from == "chain_cold" and run.data.tags.get("warm_start") == WARM:
+        source = chain_cold_version(client, dataset, version)
+        if source is None:
+            raise WarmUnavailable(
+                f"champion v{version}'s chain has no promoted cold version left (warm_from)"
+            )
+        origin = f"v{source}, the cold model of champion v{version}'s chain"
+    run_id = client.get_model_version(name, str(source)).run_id
+    folder = settings.dataset_dir(dataset) / "checkpoints" / "warm" / f"v{source}"
     if not folder.is_dir():  # a retried task finds its download (and so its checkpoints) again
         folder.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".download-", dir=folder.parent) as tmp:
             mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=ARTIFACTS, dst_path=tmp)
             shutil.move(str(Path(tmp) / ARTIFACTS), folder)
     for kind, ids in (("user", index.user_ids), ("item", index.item_ids)):
-        _check_extends(folder / f"{kind}_index.parquet", f"{kind}_id", ids, version)
+        _check_extends(folder / f"{kind}_index.parquet", f"{kind}_id", ids, origin)
     if not (folder / TRAINED_UPTO).is_file():
-        raise WarmUnavailable(f"champion v{version}'s run has no {TRAINED_UPTO}")
+        raise WarmUnavailable(f"{origin}: its run has no {TRAINED_UPTO}")
     weights: dict[str, str] = {}
     for name, params in model_params.items():
         fresh = build_model(name, data, **params)
@@ -146,28 +164,28 @@ def _warm_plan(
             continue
         path = folder / f"{name}.pt"
         if not path.is_file():
-            raise WarmUnavailable(f"champion v{version}'s run has no {name} weights")
+            raise WarmUnavailable(f"{origin}: its run has no {name} weights")
         try:
             check_transfer(load_model(path), fresh)
         except IncompatibleWeights as exc:
             raise WarmUnavailable(str(exc)) from exc
         weights[name] = str(path)
-    reason = f"from champion v{version}, last full retrain {started}"
+    reason = f"from {origin}, last full retrain {started}"
     upto = str(folder / TRAINED_UPTO)
-    return WarmPlan(WARM, reason, date.fromisoformat(started), version, weights, upto)
+    return WarmPlan(WARM, reason, date.fromisoformat(started), source, weights, upto)
 
 
-def _check_extends(path: Path, column: str, today: np.ndarray, version: int) -> None:
-    """Today's ids must start with the champion's, in the same order (its rows are indexed by them)."""
+def _check_extends(path: Path, column: str, today: np.ndarray, origin: str) -> None:
+    """Today's ids must start with the source's, in the same order (its rows are indexed by them)."""
     if not path.is_file():
-        raise WarmUnavailable(f"champion v{version}'s run has no {path.name}")
+        raise WarmUnavailable(f"{origin}: its run has no {path.name}")
     before = np.asarray(pq.read_table(path, columns=[column])[column].to_pylist(), dtype=object)
     if len(before) > len(today):
         raise WarmUnavailable(
-            f"{path.name}: {len(before)} ids at the champion, {len(today)} today (id map shrank)"
+            f"{path.name}: {len(before)} ids at {origin}, {len(today)} today (id map shrank)"
         )
     if not np.array_equal(before, today[: len(before)]):
-        raise WarmUnavailable(f"{path.name}: today's ids renumber the champion's (id map not append-only)")
+        raise WarmUnavailable(f"{path.name}: today's ids renumber those of {origin} (id map not append-only)")
 
 
 def log_warm_artifacts(
