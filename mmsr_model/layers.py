@@ -75,21 +75,27 @@ class AttentionEdges:
     ) -> tuple[AttentionEdges, AttentionEdges]:
         """Homogeneous and heterogeneous edges into ``rows`` only (destination i = ``rows[i]``).
 
-        With ``sources`` (ascending node ids holding every source of those edges), source j is
+        When ``rows`` are ascending node ids on the CPU (the readout rows and the read nodes of
+        :func:`mmsr_model.graph.build_graphs`' batches are), the kept edges keep the batch's
+        (destination, relation, source) order and need no sort (on CUDA the check would wait for
+        the device). With
+        ``sources`` (ascending node ids holding every source of those edges), source j is
         node ``sources[j]``. With ``same_stream`` each edge set records which of the batch's
         edges it kept, so that dropout draws the mask of the unrestricted edges (a restriction
         that stands in for the full computation then draws the same random numbers).
         """
         n, n_rel = batch.num_nodes, len(HOMO_RELATIONS)
         position = _positions(rows, n)
+        in_order = not rows.is_cuda and bool((rows[1:] > rows[:-1]).all())
         source_position = None if sources is None else _positions(sources, n)
 
         def restrict(index: torch.Tensor, rel: torch.Tensor | None) -> AttentionEdges:
             kept = (position[index[1]] >= 0).nonzero().squeeze(1)
             src, dst = index[0][kept], position[index[1][kept]]
             key = dst if rel is None else dst * n_rel + rel[kept]
-            order = torch.argsort(key, stable=True)
-            src, dst, key, kept = src[order], dst[order], key[order], kept[order]
+            if not in_order:
+                order = torch.argsort(key, stable=True)
+                src, dst, key, kept = src[order], dst[order], key[order], kept[order]
             n_src = n
             if source_position is not None:
                 src, n_src = source_position[src], len(sources)

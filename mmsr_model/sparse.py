@@ -14,7 +14,8 @@ kernels could not be exercised on the machines this was written on.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 
@@ -26,46 +27,53 @@ def _csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, size: tupl
         return torch.sparse_csr_tensor(crow, col, values, size, check_invariants=False)
 
 
+class Transpose(NamedTuple):
+    """A pattern's transpose as CSR: its row pointers, columns, and the edge order it lists edges in."""
+
+    crow: torch.Tensor
+    col: torch.Tensor
+    perm: torch.Tensor
+
+
 @dataclass
 class Pattern:
-    """Edges sorted by ``row`` as a CSR pattern of shape ``(n_rows, n_cols)`` plus its transpose."""
+    """Edges sorted by ``row`` as a CSR pattern of shape ``(n_rows, n_cols)``.
+
+    Its transpose is sorted out on first use: only the backward passes of the CSR kernels
+    read it, so scoring, validation and the gather formulation (CUDA) never build it.
+    """
 
     row: torch.Tensor
     crow: torch.Tensor
     col: torch.Tensor
-    crow_t: torch.Tensor
-    col_t: torch.Tensor
-    perm_t: torch.Tensor  # edge order of the transposed pattern
     n_rows: int
     n_cols: int
+    _transpose: Transpose | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_sorted(cls, rows: torch.Tensor, cols: torch.Tensor, n_rows: int, n_cols: int) -> Pattern:
         """Pattern of edges ``rows[e] <- cols[e]``; ``rows`` must be sorted ascending."""
-        perm_t = torch.argsort(cols, stable=True)
-        return cls(
-            row=rows,
-            crow=_crow(rows, n_rows),
-            col=cols,
-            crow_t=_crow(cols[perm_t], n_cols),
-            col_t=rows[perm_t],
-            perm_t=perm_t,
-            n_rows=n_rows,
-            n_cols=n_cols,
-        )
+        return cls(row=rows, crow=_crow(rows, n_rows), col=cols, n_rows=n_rows, n_cols=n_cols)
+
+    @property
+    def transpose(self) -> Transpose:
+        if self._transpose is None:
+            perm = torch.argsort(self.col, stable=True)
+            self._transpose = Transpose(_crow(self.col[perm], self.n_cols), self.row[perm], perm)
+        return self._transpose
 
     def to(self, device: torch.device) -> Pattern:
-        moved = {
-            k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
-            for k, v in vars(self).items()
-        }
-        return Pattern(**moved)
+        """The pattern on ``device`` (a transpose already built moves with it)."""
+        moved = {name: getattr(self, name).to(device, non_blocking=True) for name in ("row", "crow", "col")}
+        transpose = None if self._transpose is None else Transpose(*(t.to(device) for t in self._transpose))
+        return Pattern(**moved, n_rows=self.n_rows, n_cols=self.n_cols, _transpose=transpose)
 
     def matrix(self, weights: torch.Tensor) -> torch.Tensor:
         return _csr(self.crow, self.col, weights, (self.n_rows, self.n_cols))
 
     def matrix_t(self, weights: torch.Tensor) -> torch.Tensor:
-        return _csr(self.crow_t, self.col_t, weights[self.perm_t], (self.n_cols, self.n_rows))
+        crow, col, perm = self.transpose
+        return _csr(crow, col, weights[perm], (self.n_cols, self.n_rows))
 
     def sample(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """``a[row_e] . b[col_e]`` for every edge, in edge order."""

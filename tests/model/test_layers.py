@@ -183,6 +183,7 @@ def test_sparse_kernels_match_gather_reference_with_gradients(
     b = torch.randn(n_cols, dim, generator=g, requires_grad=True)
     w = torch.randn(30, generator=g, requires_grad=True)
     logits, out = sddmm(pattern, a, b), spmm(pattern, w, b)
+    assert pattern._transpose is None  # a forward pass (scoring) never sorts out the transpose
     ref_logits = (a[rows] * b[cols]).sum(-1)
     ref_out = torch.zeros(n_rows, dim).index_add(0, rows, w.unsqueeze(-1) * b[cols])
     torch.testing.assert_close(logits, ref_logits)
@@ -191,6 +192,7 @@ def test_sparse_kernels_match_gather_reference_with_gradients(
     ref = torch.autograd.grad((ref_logits.sin().sum() + ref_out.square().sum()), (a, b, w))
     for got, want in zip(grads, ref, strict=True):
         torch.testing.assert_close(got, want)
+    assert (pattern._transpose is None) == gathers  # the CSR backward built it; the gathers need none
 
 
 def test_segment_softmax_equals_torch_geometric_bit_for_bit_with_gradients() -> None:
