@@ -123,7 +123,9 @@ def _warm_plan(
     if version is None:
         raise WarmUnavailable("no champion")
     name = registered_name(dataset)
-    newest = max(client.search_model_versions(f"name = '{name}'"), key=lambda v: int(v.version))
+    newest = client.search_model_versions(
+        f"name = '{name}'", max_results=1, order_by=["version_number DESC"]
+    )[0]
     if newest.tags.get(WARM_DRIFT_TAG) == "true":
         raise WarmUnavailable(
             f"v{newest.version} drifted below its chain's cold model at the gate: full retrain"
