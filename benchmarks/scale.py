@@ -243,7 +243,7 @@ def _child_validation(args: argparse.Namespace) -> dict[str, Any]:
         data, splits={**data.splits, "valid": TargetSet(valid.users[keep], valid.positions[keep])}
     )
     clock = _Clock()
-    evaluate(model, capped, split="valid", device=torch.device("cpu"))
+    evaluate(model, capped, split="valid", exclude_seen=True, device=torch.device("cpu"))
     eval_s, eval_cpu = clock.lap()
     share = len(valid) / max(n, 1)
     return {

@@ -50,10 +50,11 @@ RUN_CONTROLS = frozenset(
         "refit",  # runs after the checkpointed loop has ended; it does not change what the loop learns
     }
 )
-#: TrainConfig fields and model parameters added after checkpoints were first keyed, with their
-#: defaults: at the default they stay out of the key, so an upgrade does not orphan the checkpoint
-#: of a run that never set them (a retry after the upgrade still resumes it)
-LATER_SETTINGS: dict[str, Any] = {"max_valid_samples": None, "new_repeats": 1}
+#: TrainConfig fields and model parameters added after checkpoints were first keyed, with the value
+#: every earlier run had: at that value they stay out of the key, so an upgrade does not orphan the
+#: checkpoint of a run that never set them (a retry after the upgrade still resumes it), while a run
+#: under another value (``exclude_seen``'s default validates differently) never resumes such a file
+LATER_SETTINGS: dict[str, Any] = {"max_valid_samples": None, "new_repeats": 1, "exclude_seen": False}
 LATER_MODEL_PARAMS: dict[str, Any] = {"content_dim": None, "id_init": "random"}
 
 

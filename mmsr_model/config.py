@@ -38,6 +38,11 @@ class TrainingConfig(BaseModel):
     eval_metric: str = Field(
         "ndcg_at_10", pattern=METRIC_PATTERN, description="validation metric for early stopping"
     )
+    exclude_seen: bool = Field(
+        True,
+        description="validation and test rank only items outside the sample's history (the target always "
+        "stays a candidate): what recommend serves, and the published full-ranking protocol; off: every item",
+    )
     loss: Literal["full_softmax", "sampled_softmax"] = Field(
         "full_softmax", description="cross-entropy over every item, or over uniformly sampled negatives"
     )

@@ -77,6 +77,7 @@ class TrainConfig:
     patience: int = _DEFAULTS.patience
     eval_metric: str = _DEFAULTS.eval_metric
     eval_ks: tuple[int, ...] = (5, 10, 20)
+    exclude_seen: bool = _DEFAULTS.exclude_seen
     seed: int = 2023
     loss: LossKind = _DEFAULTS.loss
     negatives: int = _DEFAULTS.negatives
@@ -350,7 +351,10 @@ def _validate(
 ) -> dict[str, float]:
     start = time.perf_counter()
     # rank 0 evaluates for every rank (data-parallel), so all take the same early-stopping path
-    metrics = from_main(evaluate(model, data, "valid", config.eval_ks, device=device) if is_main() else None)
+    ranked = None
+    if is_main():
+        ranked = evaluate(model, data, "valid", config.eval_ks, config.exclude_seen, device=device)
+    metrics = from_main(ranked)
     return {**{f"val_{k}": v for k, v in metrics.items()}, "val_seconds": time.perf_counter() - start}
 
 

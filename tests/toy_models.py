@@ -16,7 +16,8 @@ from mmsr_model.data import SequenceData, TargetSet
 from mmsr_model.training import TrainConfig
 
 #: w after each epoch: 0.5, 1, 1.5, 2, 2.5, 3 -> target rank 3, 3, 2, 1, 2, 3 (plain cross-entropy
-#: trains through the model's own ``calculate_loss``; smoothing would score the table instead)
+#: trains through the model's own ``calculate_loss``; smoothing would score the table instead; the
+#: rivals are ranked even where a history holds them)
 DRIFT_CONFIG = TrainConfig(
     model="drift",
     lr=0.5,
@@ -25,6 +26,7 @@ DRIFT_CONFIG = TrainConfig(
     patience=2,
     eval_metric="mrr_at_5",
     label_smoothing=0.0,
+    exclude_seen=False,
 )
 
 

@@ -55,9 +55,13 @@ def metric_k(metric: str) -> int:
 
 
 def evaluate_version(
-    model_uri: str, data: SequenceData, index: DatasetIndex, split: str, metric: str
+    model_uri: str, data: SequenceData, index: DatasetIndex, split: str, metric: str, exclude_seen: bool
 ) -> float:
-    """``metric`` of a registered model on ``split``, through its pyfunc on external ids."""
+    """``metric`` of a registered model on ``split``, through its pyfunc on external ids.
+
+    With ``exclude_seen`` the lists are the ones ``recommend`` serves: the history's items are
+    not candidates, so a target the user already had (a repeat) counts as a miss.
+    """
     targets = data.splits[split]
     if len(targets) == 0:
         raise PipelineError(f"dataset {index.dataset!r} has no {split!r} samples to compare models on")
@@ -71,7 +75,7 @@ def evaluate_version(
     for start in tqdm(range(0, len(targets), _GATE_BATCH), desc=f"gate {model_uri}", leave=False):
         frame = pd.DataFrame({"history": histories[start : start + _GATE_BATCH]})
         frame["k"] = k
-        out = pyfunc.predict(frame, params={"exclude_seen": False})
+        out = pyfunc.predict(frame, params={"exclude_seen": exclude_seen})
         for row, (ids, target) in enumerate(
             zip(out["item_ids"], target_ids[start : start + _GATE_BATCH], strict=True)
         ):
@@ -116,7 +120,8 @@ def run_promote(settings: Settings, dataset: str, version: int) -> PromotionDeci
     client.set_registered_model_alias(name, CHALLENGER, str(version))
     data, index = load_sequence_data(settings, dataset)
     metric, margin, split = settings.promotion_metric, settings.promotion_margin, gate_split(settings)
-    challenger = evaluate_version(f"models:/{name}/{version}", data, index, split, metric)
+    seen = settings.model.exclude_seen
+    challenger = evaluate_version(f"models:/{name}/{version}", data, index, split, metric, seen)
     champion_version = current_champion(client, dataset)
     champion: float | None = None
     if champion_version is None:
@@ -124,7 +129,7 @@ def run_promote(settings: Settings, dataset: str, version: int) -> PromotionDeci
     elif champion_version == version:
         promoted, reason = True, "already champion"
     else:
-        champion = evaluate_version(f"models:/{name}/{champion_version}", data, index, split, metric)
+        champion = evaluate_version(f"models:/{name}/{champion_version}", data, index, split, metric, seen)
         promoted = challenger > champion + margin
         verdict = "beats" if promoted else "does not beat"
         reason = (
@@ -138,7 +143,7 @@ def run_promote(settings: Settings, dataset: str, version: int) -> PromotionDeci
         cold = (
             champion
             if same
-            else evaluate_version(f"models:/{name}/{cold_version}", data, index, split, metric)
+            else evaluate_version(f"models:/{name}/{cold_version}", data, index, split, metric, seen)
         )
         floor = (1 - settings.warm_drift_tolerance) * cold
         if drifted := challenger < floor:

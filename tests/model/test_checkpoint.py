@@ -109,6 +109,12 @@ def test_new_learning_settings_or_data_start_a_new_file(tmp_path: Path) -> None:
         before = {k: v for k, v in fields.items() if k != later}
         assert checkpoint_file(tmp_path, before, data).path == path
         assert checkpoint_file(tmp_path, fields | {later: value}, data).path != path
+    # runs written before exclude_seen validated on every item: only exclude_seen=False resumes them
+    unmasked = {k: v for k, v in fields.items() if k != "exclude_seen"}
+    assert fields["exclude_seen"] and checkpoint_file(tmp_path, unmasked, data).path != path
+    assert checkpoint_file(tmp_path, fields | {"exclude_seen": False}, data).path == (
+        checkpoint_file(tmp_path, unmasked, data).path
+    )
     for content_dim, same in ((None, True), (8, False)):
         params = fields["model_params"] | {"content_dim": content_dim}
         assert (checkpoint_file(tmp_path, fields | {"model_params": params}, data).path == path) is same

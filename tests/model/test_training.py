@@ -76,14 +76,26 @@ def test_refit_of_popularity_counts_the_valid_targets() -> None:
     model, history = train(TrainConfig(model="pop", refit=True), data)
     assert torch.equal(model.counts, torch.from_numpy(merged.train_item_counts()).float())
     assert not torch.equal(model.counts, torch.from_numpy(data.train_item_counts()).float())
-    assert history.best_val == evaluate(train(TrainConfig(model="pop"), data)[0], data, "valid")
+    assert history.best_val == evaluate(
+        train(TrainConfig(model="pop"), data)[0], data, "valid", exclude_seen=True
+    )
 
 
 def test_models_without_parameters_get_one_validation_epoch() -> None:
     data = chain_data(n_users=30, n_items=20)
     model, history = train(TrainConfig(model="pop", max_epochs=50), data)
     assert len(history.epochs) == 1 and history.best_epoch == 1
-    assert history.best_val == evaluate(model, data, "valid")
+    assert history.best_val == evaluate(model, data, "valid", exclude_seen=True)
+
+
+def test_validation_ranks_only_items_outside_the_history_unless_told_otherwise() -> None:
+    # Pop ranks the chain's most frequent items first, and many of them are in the valid histories
+    data = chain_data(n_users=30, n_items=20)
+    model, masked = train(TrainConfig(model="pop"), data)
+    _, every = train(TrainConfig(model="pop", exclude_seen=False), data)
+    assert masked.best_val == evaluate(model, data, "valid", exclude_seen=True)
+    assert every.best_val == evaluate(model, data, "valid", exclude_seen=False)
+    assert masked.best_val["hr_at_5"] > every.best_val["hr_at_5"]
 
 
 def test_max_valid_samples_validates_each_epoch_on_one_seeded_sample(monkeypatch: pytest.MonkeyPatch) -> None:

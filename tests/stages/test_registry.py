@@ -17,8 +17,9 @@ from tiny_warehouse import register_untrained, tiny_settings, write_tiny_warehou
 from pipeline.core.config import Settings
 from pipeline.core.errors import PipelineError
 from pipeline.serving.registry import registered_name, setup_mlflow
-from pipeline.stages.promote import PromotionDecision, metric_k, run_promote
+from pipeline.stages.promote import PromotionDecision, evaluate_version, gate_split, metric_k, run_promote
 from pipeline.stages.train.run import run_train
+from pipeline.warehouse.dataset import load_sequence_data
 from pipeline.warehouse.model_runs import read_model_runs
 
 pytestmark = pytest.mark.slow
@@ -69,6 +70,17 @@ def test_worse_challenger_never_touches_champion(gate: tuple) -> None:
     assert float(tags["challenger_test_ndcg_at_10"]) < float(tags["champion_test_ndcg_at_10"])
     promotions = {row["model_version"]: row["promotion"] for row in read_model_runs(settings, "tiny")}
     assert promotions == {2: "promoted", 3: "rejected"} | {1: promotions[1]}
+
+
+def test_the_gate_ranks_the_lists_recommend_serves(gate: tuple) -> None:
+    """Seen items are no candidates at the gate (``exclude_seen``), as in what ``recommend`` writes."""
+    settings, (_, better, _) = gate
+    data, index = load_sequence_data(settings, "tiny")
+    metric, uri = settings.promotion_metric, f"models:/{NAME}/2"
+    setup_mlflow(settings, "tiny")
+    split = gate_split(settings)
+    served, every = (evaluate_version(uri, data, index, split, metric, seen) for seen in (True, False))
+    assert better.challenger_value == served != every
 
 
 def test_margin_blocks_a_small_gain(gate: tuple) -> None:

@@ -32,6 +32,7 @@ def train_config(settings: Settings, model: str = "mmsr") -> TrainConfig:
         max_epochs=m.max_epochs,
         patience=m.patience,
         eval_metric=m.eval_metric,
+        exclude_seen=m.exclude_seen,
         loss=m.loss,
         negatives=m.negatives,
         label_smoothing=m.label_smoothing,

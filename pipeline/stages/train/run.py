@@ -106,15 +106,16 @@ def _epoch_logger(prefix: str = "") -> Any:
     return on_epoch_end
 
 
-def _test_metrics(model: Any, data: SequenceData, device: str) -> dict[str, float]:
-    """Test-split metrics of the trained model.
+def _test_metrics(model: Any, data: SequenceData, config: TrainConfig) -> dict[str, float]:
+    """Test-split metrics of the trained model, ranked as it was validated (``exclude_seen``).
 
     Validation metrics come from the training history instead: they are the selected
     epoch's, and a refit model has trained on the valid targets.
     """
     from mmsr_model.device import resolve_device
 
-    return evaluate(model, data, split="test", ks=EVAL_KS, device=resolve_device(device))
+    device = resolve_device(config.device)
+    return evaluate(model, data, split="test", ks=EVAL_KS, exclude_seen=config.exclude_seen, device=device)
 
 
 def _learning_curve(history: TrainHistory, eval_metric: str, path: Path) -> None:
@@ -196,7 +197,7 @@ def _train_baselines(
         log.info("training baseline %s", name)
         config = night_config(settings, name, plan, checkpoints)
         model, _ = train(config, data, on_epoch_end=_epoch_logger(f"{name}_"))
-        test = _test_metrics(model, data, config.device)
+        test = _test_metrics(model, data, config)
         mlflow.log_metrics({f"{name}_test_{key}": value for key, value in test.items()})
         results[name] = test
         models.append(model)
@@ -246,7 +247,7 @@ def run_train(
         mlflow.set_tags({"dataset": dataset, "dataset_fingerprint": fingerprint["sha256"], **plan.tags()})
         model, history = train(config, data, on_epoch_end=_epoch_logger())
         train_seconds = time.perf_counter() - started
-        final = {"valid": history.best_val, "test": _test_metrics(model, data, config.device)}
+        final = {"valid": history.best_val, "test": _test_metrics(model, data, config)}
         mlflow.log_metrics({f"val_{key}": value for key, value in final["valid"].items()})
         mlflow.log_metrics({f"test_{key}": value for key, value in final["test"].items()})
         mlflow.log_metrics(
