@@ -235,7 +235,8 @@ def _child_validation(args: argparse.Namespace) -> dict[str, Any]:
     from mmsr_model.evaluation import evaluate
 
     torch.manual_seed(args.seed)
-    model, data, (load_s, load_cpu) = _model_and_data(_settings())
+    settings = _settings()
+    model, data, (load_s, load_cpu) = _model_and_data(settings)
     valid = data.splits["valid"]
     n = min(args.valid_users, len(valid))
     keep = np.sort(np.random.default_rng(args.seed).choice(len(valid), n, replace=False))
@@ -243,7 +244,7 @@ def _child_validation(args: argparse.Namespace) -> dict[str, Any]:
         data, splits={**data.splits, "valid": TargetSet(valid.users[keep], valid.positions[keep])}
     )
     clock = _Clock()
-    evaluate(model, capped, split="valid", exclude_seen=True, device=torch.device("cpu"))
+    evaluate(model, capped, "valid", exclude_seen=settings.model.exclude_seen, device=torch.device("cpu"))
     eval_s, eval_cpu = clock.lap()
     share = len(valid) / max(n, 1)
     return {
