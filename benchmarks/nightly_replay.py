@@ -131,7 +131,9 @@ def _test_errors(settings: Any, dataset: str, run_id: str) -> tuple[dict[str, fl
     with tempfile.TemporaryDirectory() as tmp:
         path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="warm/mmsr.pt", dst_path=tmp)
         model = load_model(path)
-    ranks = sample_ranks(model, data, data.splits["test"], settings.model.exclude_seen, device="cpu")
+    ranks = sample_ranks(
+        model, data, data.splits["test"], exclude_seen=settings.model.exclude_seen, device="cpu"
+    )
     ndcg = np.where(ranks <= K, 1.0 / np.log2(ranks + 1), 0.0)
     hit = (ranks <= K).astype(float)
     n = len(ranks)

@@ -271,8 +271,8 @@ def result_row(split: str, label: str, config: Any, data: Any, model: Any, histo
     """The test-split row of one trained model."""
     from mmsr_model.evaluation import evaluate, evaluate_breakdown
 
-    groups = evaluate_breakdown(model, data, "test", KS, config.exclude_seen)
-    every_item = evaluate(model, data, "test", KS) if config.exclude_seen else {}
+    groups = evaluate_breakdown(model, data, "test", KS, exclude_seen=config.exclude_seen)
+    every_item = evaluate(model, data, "test", KS, exclude_seen=False) if config.exclude_seen else {}
     test = {k: v for k, v in groups["all"].items() if k != "n_samples"}
     cold = groups.get("cold", {})
     log.info("%s / %s test: %s", split, label, {k: round(v, 4) for k, v in test.items()})

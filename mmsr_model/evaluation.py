@@ -40,11 +40,16 @@ def sample_ranks(
     model: SequentialRecommender,
     data: SequenceData,
     targets: TargetSet,
-    exclude_seen: bool = False,
+    *,
+    exclude_seen: bool,
     batch_size: int = 512,
     device: str | torch.device | None = None,
 ) -> np.ndarray:
-    """The full-ranking rank (1-based) of every sample's target."""
+    """The full-ranking rank (1-based) of every sample's target.
+
+    ``exclude_seen`` has no default: the two protocols give different figures (see
+    the module docstring), so every caller states which one it reports.
+    """
     dev = place_model(model, device)
     was_training = model.training
     model.eval()
@@ -76,12 +81,15 @@ def evaluate(
     data: SequenceData,
     split: str = "test",
     ks: Iterable[int] = (5, 10, 20),
-    exclude_seen: bool = False,
+    *,
+    exclude_seen: bool,
     batch_size: int = 512,
     device: str | torch.device | None = None,
 ) -> dict[str, float]:
     """HR/MRR/NDCG@K of ``split`` ranked against all items."""
-    ranks = sample_ranks(model, data, _split(data, split), exclude_seen, batch_size, device)
+    ranks = sample_ranks(
+        model, data, _split(data, split), exclude_seen=exclude_seen, batch_size=batch_size, device=device
+    )
     return metrics_from_ranks(ranks, tuple(ks))
 
 
@@ -90,7 +98,8 @@ def evaluate_breakdown(
     data: SequenceData,
     split: str = "test",
     ks: Iterable[int] = (5, 10, 20),
-    exclude_seen: bool = False,
+    *,
+    exclude_seen: bool,
     batch_size: int = 512,
     device: str | torch.device | None = None,
 ) -> dict[str, dict[str, float]]:
@@ -103,7 +112,9 @@ def evaluate_breakdown(
     """
     targets = _split(data, split)
     ks = tuple(ks)
-    ranks = sample_ranks(model, data, targets, exclude_seen, batch_size, device)
+    ranks = sample_ranks(
+        model, data, targets, exclude_seen=exclude_seen, batch_size=batch_size, device=device
+    )
     cold = data.train_item_counts()[data.target_items(targets)] == 0
     groups: dict[str, np.ndarray] = {"all": np.ones(len(targets), dtype=bool), "cold": cold, "warm": ~cold}
     for lo, hi in HISTORY_BUCKETS:
@@ -126,6 +137,8 @@ def evaluate_missing_modality(
     split: str = "test",
     ks: Iterable[int] = (5, 10, 20),
     seed: int = 2023,
+    *,
+    exclude_seen: bool,
     batch_size: int = 512,
     device: str | torch.device | None = None,
 ) -> list[dict]:
@@ -142,11 +155,12 @@ def evaluate_missing_modality(
     for m in sorted(set(modalities) - set(present)):
         log.warning("modality %r absent from the data: missing-modality evaluation skipped for it", m)
     ks = tuple(ks)
-    rows = [{"modality": "none", "p": 0.0, **evaluate(model, data, split, ks, False, batch_size, device)}]
+    options = {"exclude_seen": exclude_seen, "batch_size": batch_size, "device": device}
+    rows = [{"modality": "none", "p": 0.0, **evaluate(model, data, split, ks, **options)}]
     for modality in present:
         for p in ps:
             with model.drop_modality_links(modality, p, seed):
-                metrics = evaluate(model, data, split, ks, False, batch_size, device)
+                metrics = evaluate(model, data, split, ks, **options)
             rows.append({"modality": modality, "p": float(p), **metrics})
             log.info("missing %s p=%.1f: %s", modality, p, metrics)
     return rows

@@ -353,7 +353,9 @@ def _validate(
     # rank 0 evaluates for every rank (data-parallel), so all take the same early-stopping path
     ranked = None
     if is_main():
-        ranked = evaluate(model, data, "valid", config.eval_ks, config.exclude_seen, device=device)
+        ranked = evaluate(
+            model, data, "valid", config.eval_ks, exclude_seen=config.exclude_seen, device=device
+        )
     metrics = from_main(ranked)
     return {**{f"val_{k}": v for k, v in metrics.items()}, "val_seconds": time.perf_counter() - start}
 

@@ -46,7 +46,7 @@ def _outcome(config: TrainConfig) -> dict:
     return {
         "losses": [r["train_loss"] for r in history.epochs],
         "best_epoch": history.best_epoch,
-        "test": evaluate(model, _data(), "test", (5, 10)),
+        "test": evaluate(model, _data(), "test", (5, 10), exclude_seen=True),
     }
 
 

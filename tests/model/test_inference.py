@@ -35,7 +35,7 @@ def test_scoring_builds_the_item_table_once_per_call(monkeypatch: pytest.MonkeyP
     table = model.item_embeddings
     monkeypatch.setattr(model, "item_embeddings", lambda: builds.append(1) or table())
     top_k(model, data.histories(data.splits["test"], model.max_len), k=3, batch_size=5)
-    evaluate(model, data, "test", batch_size=5)
+    evaluate(model, data, "test", exclude_seen=True, batch_size=5)
     assert len(builds) == 2
 
 
