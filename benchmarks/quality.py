@@ -84,6 +84,8 @@ class Result:
     n_cold: int = 0
     #: test metrics ranked against every item, history included (the protocol before exclude_seen)
     every_item: dict[str, float] = field(default_factory=dict)
+    #: test metrics (with n_samples) per bucket of the target's training count, ``cold`` first
+    by_popularity: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -289,6 +291,7 @@ def result_row(split: str, label: str, config: Any, data: Any, model: Any, histo
         cold_hr_at_20=cold.get("hr_at_20", float("nan")),
         n_cold=int(cold.get("n_samples", 0)),
         every_item=every_item,
+        by_popularity={name: m for name, m in groups.items() if name == "cold" or name.startswith("pop_")},
     )
 
 
@@ -367,7 +370,35 @@ def render(args: argparse.Namespace, results: list[Result], wall: float, command
             lines += ["", f"Public code's own Beauty log (test-set epoch selection): {ref}."]
         n_train, n_cold = (rows[0].n_train, rows[0].n_cold) if rows else (0, 0)
         lines += ["", f"Train samples per model: {n_train}. Cold test targets (cold HR@20): {n_cold}.", ""]
+        lines += popularity_table(rows)
     return "\n".join(lines)
+
+
+def popularity_table(rows: list[Result]) -> list[str]:
+    """Test NDCG@10 and HR@20 per bucket of the target's training count: where content should pay."""
+    buckets = list(dict.fromkeys(name for r in rows for name in r.by_popularity))
+    if not buckets:
+        return []
+    sizes = {name: int(r.by_popularity[name]["n_samples"]) for r in rows for name in r.by_popularity}
+    header = [
+        "model",
+        *[f"{name.removeprefix('pop_').replace('_', '-')} ({sizes[name]:,})" for name in buckets],
+    ]
+    lines = [
+        "Test NDCG@10 / HR@20 in % by the target's count in the train part (users in brackets; cold: 0):",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|---" * len(header) + "|",
+    ]
+    for r in rows:
+        cells = [
+            f"{100 * r.by_popularity[name]['ndcg_at_10']:.2f} / {100 * r.by_popularity[name]['hr_at_20']:.2f}"
+            if name in r.by_popularity
+            else ""
+            for name in buckets
+        ]
+        lines.append("| " + " | ".join([r.label, *cells]) + " |")
+    return [*lines, ""]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -381,7 +412,9 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if not args.data.is_dir():
         raise SystemExit(f"sequence set not found at {args.data} (set MMSR_SHARED_DATA or --data)")
-    env = "".join(f"{k}={os.environ[k]} " for k in ("OMP_NUM_THREADS",) if k in os.environ)
+    # the settings given as environment variables (MMSR_CODES_LEVELS=3 ...) change the data or the model
+    named = sorted(k for k in os.environ if k == "OMP_NUM_THREADS" or k.startswith("MMSR_"))
+    env = "".join(f"{k}={shlex.quote(os.environ[k])} " for k in named)
     command = env + "python benchmarks/quality.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     started = time.perf_counter()
     device = str(resolve_device(args.device))

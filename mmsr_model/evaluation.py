@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 #: history-length buckets of the breakdown (inclusive bounds; None = open)
 HISTORY_BUCKETS: tuple[tuple[int, int | None], ...] = ((1, 2), (3, 5), (6, 10), (11, 20), (21, None))
+#: buckets of the target item's training count (``SequenceData.train_item_counts``; 0 is ``cold``):
+#: content is meant to pay where an item's ID row has had few updates
+POPULARITY_BUCKETS: tuple[tuple[int, int | None], ...] = ((1, 4), (5, 19), (20, 99), (100, None))
 MISSING_MODALITY_PS = (0.1, 0.3, 0.5, 0.7, 0.9)
 
 
@@ -103,7 +106,8 @@ def evaluate_breakdown(
     batch_size: int = 512,
     device: str | torch.device | None = None,
 ) -> dict[str, dict[str, float]]:
-    """Metrics per group: ``all``, ``cold``/``warm`` target items, ``hist_<lo>_<hi>`` history lengths.
+    """Metrics per group: ``all``, ``cold``/``warm`` target items, ``hist_<lo>_<hi>`` history lengths,
+    ``pop_<lo>_<hi>`` the target's training count.
 
     A target is cold when it occurs in no training sample (neither as target nor
     in a history). History length is the full length before the target (not
@@ -115,17 +119,27 @@ def evaluate_breakdown(
     ranks = sample_ranks(
         model, data, targets, exclude_seen=exclude_seen, batch_size=batch_size, device=device
     )
-    cold = data.train_item_counts()[data.target_items(targets)] == 0
+    counts = data.train_item_counts()[data.target_items(targets)]
+    cold = counts == 0
     groups: dict[str, np.ndarray] = {"all": np.ones(len(targets), dtype=bool), "cold": cold, "warm": ~cold}
-    for lo, hi in HISTORY_BUCKETS:
-        upper = np.iinfo(np.int64).max if hi is None else hi
-        groups[f"hist_{lo}_{hi if hi is not None else 'plus'}"] = (targets.positions >= lo) & (
-            targets.positions <= upper
-        )
+    groups |= _bucketed("hist", targets.positions, HISTORY_BUCKETS)
+    groups |= _bucketed("pop", counts, POPULARITY_BUCKETS)
     return {
         name: {"n_samples": float(mask.sum()), **metrics_from_ranks(ranks[mask], ks)}
         for name, mask in groups.items()
         if mask.any()
+    }
+
+
+def _bucketed(
+    prefix: str, values: np.ndarray, buckets: Sequence[tuple[int, int | None]]
+) -> dict[str, np.ndarray]:
+    """``<prefix>_<lo>_<hi>`` (``<prefix>_<lo>_plus`` when open) -> the samples whose value lies in it."""
+    top = np.iinfo(np.int64).max
+    return {
+        f"{prefix}_{lo}_{'plus' if hi is None else hi}": (values >= lo)
+        & (values <= (top if hi is None else hi))
+        for lo, hi in buckets
     }
 
 

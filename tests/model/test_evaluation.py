@@ -75,14 +75,35 @@ def test_exclude_seen_removes_history_items_but_never_the_target(data: SequenceD
     assert metrics["mrr_at_3"] == pytest.approx((1 / 3 + 1 / 2 + 1) / 3)
 
 
-def test_breakdown_by_cold_warm_target_and_history_length(data: SequenceData) -> None:
+def test_breakdown_by_cold_warm_target_history_length_and_popularity(data: SequenceData) -> None:
     groups = evaluate_breakdown(FixedScores(), data, "test", ks=(3,), exclude_seen=False)
-    assert set(groups) == {"all", "cold", "warm", "hist_1_2", "hist_3_5"}  # empty buckets are left out
+    # empty buckets are left out; targets 1 and 5 occur once each in the train part
+    assert set(groups) == {"all", "cold", "warm", "hist_1_2", "hist_3_5", "pop_1_4"}
+    assert groups["pop_1_4"] == groups["warm"]
     assert groups["all"]["n_samples"] == 3
     assert (groups["cold"]["n_samples"], groups["cold"]["hr_at_3"]) == (1, 0.0)  # rank 4
     assert (groups["warm"]["n_samples"], groups["warm"]["hr_at_3"]) == (2, 0.5)  # ranks 2, 6
     assert groups["hist_1_2"]["hr_at_3"] == 0.5  # ranks 4, 2
     assert groups["hist_3_5"]["mrr_at_3"] == 0.0  # rank 6
+
+
+def test_popularity_buckets_hold_their_bounds() -> None:
+    """Items 0-3 occur 4, 5, 20 and 100 times in the train part: one bucket each, edges included."""
+    base = [0] * 4 + [1] * 5 + [2] * 20 + [3] * 100
+    data = SequenceData(
+        sequences=[np.array([*base, target], dtype=np.int64) for target in range(4)],
+        n_items=N_ITEMS,
+        splits={"train": _ts([0], [len(base) - 1]), "test": _ts([0, 1, 2, 3], [len(base)] * 4)},
+    )
+    groups = evaluate_breakdown(FixedScores(), data, "test", ks=(1,), exclude_seen=False)
+    assert {name: groups[name]["n_samples"] for name in groups if name.startswith("pop_")} == {
+        "pop_1_4": 1,
+        "pop_5_19": 1,
+        "pop_20_99": 1,
+        "pop_100_plus": 1,
+    }
+    assert groups["pop_1_4"]["hr_at_1"] == 1.0  # item 0, the top score
+    assert groups["pop_100_plus"]["hr_at_1"] == 0.0
 
 
 def test_missing_modality_rows_per_modality_and_p(data: SequenceData) -> None:
