@@ -79,13 +79,19 @@ class Result:
     train_seconds: float
     n_train: int
     stop: str  # "patience", "budget" (time budget spent) or "max epochs"
-    #: HR@20 over the cold test targets (items in no training sample) and how many there are
-    cold_hr_at_20: float = float("nan")
-    n_cold: int = 0
     #: test metrics ranked against every item, history included (the protocol before exclude_seen)
     every_item: dict[str, float] = field(default_factory=dict)
-    #: test metrics (with n_samples) per bucket of the target's training count, ``cold`` first
+    #: test metrics (with n_samples) per bucket of the target's training count; ``cold``: items in no
+    #: training sample (absent when the test split has none)
     by_popularity: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def cold_hr_at_20(self) -> float:
+        return self.by_popularity.get("cold", {}).get("hr_at_20", float("nan"))
+
+    @property
+    def n_cold(self) -> int:
+        return int(self.by_popularity.get("cold", {}).get("n_samples", 0))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -276,7 +282,6 @@ def result_row(split: str, label: str, config: Any, data: Any, model: Any, histo
     groups = evaluate_breakdown(model, data, "test", KS, exclude_seen=config.exclude_seen)
     every_item = evaluate(model, data, "test", KS, exclude_seen=False) if config.exclude_seen else {}
     test = {k: v for k, v in groups["all"].items() if k != "n_samples"}
-    cold = groups.get("cold", {})
     log.info("%s / %s test: %s", split, label, {k: round(v, 4) for k, v in test.items()})
     return Result(
         split=split,
@@ -288,8 +293,6 @@ def result_row(split: str, label: str, config: Any, data: Any, model: Any, histo
         train_seconds=history.seconds,
         n_train=history.n_train_samples,
         stop=stop_reason(history),
-        cold_hr_at_20=cold.get("hr_at_20", float("nan")),
-        n_cold=int(cold.get("n_samples", 0)),
         every_item=every_item,
         by_popularity={name: m for name, m in groups.items() if name == "cold" or name.startswith("pop_")},
     )
