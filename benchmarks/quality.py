@@ -340,7 +340,8 @@ def render(args: argparse.Namespace, results: list[Result], wall: float, command
         f"- early stopping on validation ndcg_at_10, patience {args.patience}; seed {args.seed}",
         "- metrics on the test split, in %, ranked against every item outside the user's history, as "
         "recommend serves and published full-ranking results count (`exclude_seen`, the default; ties: lower "
-        "item id first); the last two columns rank against every item, history included",
+        "item id first); the last two columns rank against every item, history included; coverage@10: the "
+        "share of the catalogue in some test user's top 10",
         "",
     ]
     for split in dict.fromkeys(r.split for r in results):
@@ -355,6 +356,7 @@ def render(args: argparse.Namespace, results: list[Result], wall: float, command
             "stop",
             "train s",
             "cold HR@20",
+            "coverage@10",
             "NDCG@10 every item",
             "HR@20 every item",
         ]
@@ -362,7 +364,11 @@ def render(args: argparse.Namespace, results: list[Result], wall: float, command
         for r in rows:
             cells = [r.label, *[f"{100 * r.test[m]:.2f}" for m in metrics]]
             cells += [f"{100 * r.best_val:.2f}", str(r.best_epoch), str(r.epochs), r.stop]
-            cells += [f"{r.train_seconds:.0f}", f"{100 * r.cold_hr_at_20:.2f}"]
+            cells += [
+                f"{r.train_seconds:.0f}",
+                f"{100 * r.cold_hr_at_20:.2f}",
+                f"{100 * r.test['coverage_at_10']:.1f}",
+            ]
             every = ("ndcg_at_10", "hr_at_20")
             cells += [f"{100 * r.every_item[m]:.2f}" if r.every_item else "" for m in every]
             lines.append("| " + " | ".join(cells) + " |")

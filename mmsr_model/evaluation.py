@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from mmsr_model.base import SequentialRecommender
 from mmsr_model.data import SequenceData, TargetSet
 from mmsr_model.device import place_model
-from mmsr_model.inference import block_rows, mask_seen
+from mmsr_model.inference import block_rows, mask_seen, ordered_top_k
 from mmsr_model.metrics import metrics_from_ranks, target_ranks
 
 log = logging.getLogger(__name__)
@@ -38,7 +38,6 @@ def _split(data: SequenceData, split: str) -> TargetSet:
     return data.splits[split]
 
 
-@torch.no_grad()
 def sample_ranks(
     model: SequentialRecommender,
     data: SequenceData,
@@ -53,10 +52,30 @@ def sample_ranks(
     ``exclude_seen`` has no default: the two protocols give different figures (see
     the module docstring), so every caller states which one it reports.
     """
+    ranks, _ = _ranks_and_lists(
+        model, data, targets, exclude_seen=exclude_seen, k=0, batch_size=batch_size, device=device
+    )
+    return ranks
+
+
+@torch.no_grad()
+def _ranks_and_lists(
+    model: SequentialRecommender,
+    data: SequenceData,
+    targets: TargetSet,
+    *,
+    exclude_seen: bool,
+    k: int,
+    batch_size: int,
+    device: str | torch.device | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every sample's target rank and its top-``k`` list (``int64 [N, k]``, -1 where fewer than ``k``
+    candidates are left), in one scoring pass."""
     dev = place_model(model, device)
     was_training = model.training
     model.eval()
     ranks = np.empty(len(targets), dtype=np.int64)
+    lists = np.full((len(targets), k), -1, dtype=np.int64)
     batch_size = block_rows(batch_size, model.n_items)
     packed = data.packed()
     all_users, all_positions = (
@@ -74,9 +93,14 @@ def sample_ranks(
                     mask_seen(scores, *packed.seen(users, ends))
                     scores.scatter_(1, items[:, None], target_scores)
                 ranks[start : start + len(users)] = target_ranks(scores, items).cpu().numpy()
+                if k:
+                    values, ids = ordered_top_k(scores, k)
+                    lists[start : start + len(users)] = (
+                        ids.masked_fill(values == float("-inf"), -1).cpu().numpy()
+                    )
     finally:
         model.train(was_training)
-    return ranks
+    return ranks, lists
 
 
 def evaluate(
@@ -107,7 +131,9 @@ def evaluate_breakdown(
     device: str | torch.device | None = None,
 ) -> dict[str, dict[str, float]]:
     """Metrics per group: ``all``, ``cold``/``warm`` target items, ``hist_<lo>_<hi>`` history lengths,
-    ``pop_<lo>_<hi>`` the target's training count.
+    ``pop_<lo>_<hi>`` the target's training count; ``all`` also has ``coverage_at_<k>``, the share of
+    the catalogue that appears in some sample's top-k list (content can win NDCG by recommending
+    the popular items more often).
 
     A target is cold when it occurs in no training sample (neither as target nor
     in a history). History length is the full length before the target (not
@@ -116,19 +142,23 @@ def evaluate_breakdown(
     """
     targets = _split(data, split)
     ks = tuple(ks)
-    ranks = sample_ranks(
-        model, data, targets, exclude_seen=exclude_seen, batch_size=batch_size, device=device
+    ranks, lists = _ranks_and_lists(
+        model, data, targets, exclude_seen=exclude_seen, k=max(ks), batch_size=batch_size, device=device
     )
     counts = data.train_item_counts()[data.target_items(targets)]
     cold = counts == 0
     groups: dict[str, np.ndarray] = {"all": np.ones(len(targets), dtype=bool), "cold": cold, "warm": ~cold}
     groups |= _bucketed("hist", targets.positions, HISTORY_BUCKETS)
     groups |= _bucketed("pop", counts, POPULARITY_BUCKETS)
-    return {
+    results = {
         name: {"n_samples": float(mask.sum()), **metrics_from_ranks(ranks[mask], ks)}
         for name, mask in groups.items()
         if mask.any()
     }
+    for k in ks:
+        recommended = np.unique(lists[:, :k])
+        results["all"][f"coverage_at_{k}"] = float((recommended >= 0).sum() / model.n_items)
+    return results
 
 
 def _bucketed(

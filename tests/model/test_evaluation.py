@@ -85,6 +85,16 @@ def test_breakdown_by_cold_warm_target_history_length_and_popularity(data: Seque
     assert (groups["warm"]["n_samples"], groups["warm"]["hr_at_3"]) == (2, 0.5)  # ranks 2, 6
     assert groups["hist_1_2"]["hr_at_3"] == 0.5  # ranks 4, 2
     assert groups["hist_3_5"]["mrr_at_3"] == 0.0  # rank 6
+    assert groups["all"]["coverage_at_3"] == 0.5  # every user's top 3: items 0, 1, 2
+    assert "coverage_at_3" not in groups["warm"]
+
+
+def test_coverage_counts_the_items_some_top_k_list_holds(data: SequenceData) -> None:
+    """Outside the history the lists differ: u0 gets 1, 2, 3; u1 0, 1 (its target, kept), 3; u2 only
+    5 (every other item is in its history), so item 4 is in no list."""
+    groups = evaluate_breakdown(FixedScores(), data, "test", ks=(1, 3), exclude_seen=True)
+    assert groups["all"]["coverage_at_3"] == pytest.approx(5 / 6)
+    assert groups["all"]["coverage_at_1"] == pytest.approx(3 / 6)  # items 1, 0 and 5
 
 
 def test_popularity_buckets_hold_their_bounds() -> None:
