@@ -143,7 +143,13 @@ def evaluate_breakdown(
     targets = _split(data, split)
     ks = tuple(ks)
     ranks, lists = _ranks_and_lists(
-        model, data, targets, exclude_seen=exclude_seen, k=max(ks), batch_size=batch_size, device=device
+        model,
+        data,
+        targets,
+        exclude_seen=exclude_seen,
+        k=min(max(ks), model.n_items),
+        batch_size=batch_size,
+        device=device,
     )
     counts = data.train_item_counts()[data.target_items(targets)]
     cold = counts == 0

@@ -95,6 +95,8 @@ def test_coverage_counts_the_items_some_top_k_list_holds(data: SequenceData) -> 
     groups = evaluate_breakdown(FixedScores(), data, "test", ks=(1, 3), exclude_seen=True)
     assert groups["all"]["coverage_at_3"] == pytest.approx(5 / 6)
     assert groups["all"]["coverage_at_1"] == pytest.approx(3 / 6)  # items 1, 0 and 5
+    longer = evaluate_breakdown(FixedScores(), data, "test", ks=(3, 20), exclude_seen=False)
+    assert longer["all"]["coverage_at_20"] == 1.0  # lists longer than the catalogue hold all of it
 
 
 def test_popularity_buckets_hold_their_bounds() -> None:
