@@ -69,8 +69,9 @@ def _ranks_and_lists(
     batch_size: int,
     device: str | torch.device | None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Every sample's target rank and its top-``k`` list (``int64 [N, k]``, -1 where fewer than ``k``
-    candidates are left), in one scoring pass."""
+    """Every sample's target rank and its top-``k`` list (``int64 [N, min(k, n_items)]``, -1 where
+    fewer candidates are left), in one scoring pass."""
+    k = min(k, model.n_items)
     dev = place_model(model, device)
     was_training = model.training
     model.eval()
@@ -143,13 +144,7 @@ def evaluate_breakdown(
     targets = _split(data, split)
     ks = tuple(ks)
     ranks, lists = _ranks_and_lists(
-        model,
-        data,
-        targets,
-        exclude_seen=exclude_seen,
-        k=min(max(ks), model.n_items),
-        batch_size=batch_size,
-        device=device,
+        model, data, targets, exclude_seen=exclude_seen, k=max(ks), batch_size=batch_size, device=device
     )
     counts = data.train_item_counts()[data.target_items(targets)]
     cold = counts == 0
